@@ -1,0 +1,1 @@
+"""Corpus preparation scripts: one prepare_<corpus> module per corpus, each idempotent."""
