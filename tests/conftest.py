@@ -26,4 +26,5 @@ def tiny_upstreams(tmp_path_factory):
     from lasersb.models.tiny_upstream import build_tiny_upstream
 
     root = tmp_path_factory.mktemp("tiny_upstreams")
-    return {kind: build_tiny_upstream(kind, root / kind) for kind in ("hubert", "wavlm", "wav2vec2")}
+    kinds = ("hubert", "wavlm", "wav2vec2")
+    return {kind: build_tiny_upstream(kind, root / kind) for kind in kinds}

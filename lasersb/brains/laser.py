@@ -1,0 +1,302 @@
+"""LASER self-supervised fine-tuning (SSFT) of a HuBERT/WavLM upstream.
+
+LASER ("Learning by Aligning Self-supervised Representations of Speech", Interspeech 2024)
+fine-tunes the top transformer layers of an SSL upstream so that an utterance and its
+speed/pitch-perturbed copy align well under soft-DTW, while a temporal regulariser keeps
+neighbouring frames close and distant frames apart (preventing the collapse to a constant
+sequence that soft-DTW alone admits):
+
+    loss = soft_dtw_divergence_gamma(z_1, z_2) + alpha * (R(z_1) + R(z_2))
+
+with ``z = L2norm(Linear(last_hidden_state))``. Padding and per-utterance lengths are passed to
+both the soft-DTW and the regulariser, so padded batches give the per-utterance losses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+logger = logging.getLogger(__name__)
+
+ALIGNMENT_BEFORE = "alignment_before.pt"
+
+
+def stack_views(view_a, lens_a, view_b, lens_b):
+    """Stack two batches of waveforms (relative lengths) into one padded batch of ``2B``.
+
+    Arguments
+    ---------
+    view_a, view_b : torch.Tensor
+        ``(B, Ta)`` and ``(B, Tb)`` waveforms.
+    lens_a, lens_b : torch.Tensor
+        Relative lengths ``(B,)`` of each batch, relative to its own padded length.
+
+    Returns
+    -------
+    wavs : torch.Tensor
+        ``(2B, max(Ta, Tb))`` waveforms, zero-padded.
+    lens : torch.Tensor
+        ``(2B,)`` lengths relative to the new padded length.
+
+    Example
+    -------
+    >>> w, l = stack_views(torch.ones(2, 4), torch.tensor([1.0, 0.5]),
+    ...                    torch.ones(2, 8), torch.tensor([1.0, 1.0]))
+    >>> w.shape, l.tolist()
+    (torch.Size([4, 8]), [0.5, 0.25, 1.0, 1.0])
+    """
+    length = max(view_a.shape[1], view_b.shape[1])
+    wavs = view_a.new_zeros(view_a.shape[0] + view_b.shape[0], length)
+    wavs[: view_a.shape[0], : view_a.shape[1]] = view_a
+    wavs[view_a.shape[0] :, : view_b.shape[1]] = view_b
+    lens = torch.cat([lens_a * (view_a.shape[1] / length), lens_b * (view_b.shape[1] / length)])
+    return wavs, lens
+
+
+class LaserBrain(sb.Brain):
+    """Brain for LASER SSFT.
+
+    Expected ``modules``: ``upstream`` (:class:`lasersb.models.upstream.SSLUpstream` with its
+    top layers trainable), ``projection`` (:class:`lasersb.models.projection.NormalisedProjection`).
+    Expected ``hparams``: ``views`` (:class:`lasersb.augment.LaserViews`), ``soft_dtw``
+    (:class:`lasersb.alignment.SoftDTWDivergence`), ``regulariser``
+    (:class:`lasersb.alignment.TemporalRegulariser`), ``reg_alpha``, ``use_regulariser``,
+    ``lr_schedule`` (:class:`lasersb.brains.schedulers.WarmupSchedule`), ``output_folder``,
+    and optionally ``train_logger``, ``tensorboard_logger``, ``valid_seed``.
+    """
+
+    # ------------------------------------------------------------------ forward / loss
+    def encode(self, wavs, wav_lens):
+        """Upstream + projection: ``(B, T)`` waveforms -> unit-norm frames and frame counts."""
+        out = self.modules.upstream(wavs, wav_lens)
+        z = self.modules.projection(out.last_hidden_state)
+        return z, out.frame_lens.to(z.device)
+
+    def make_views(self, wavs, wav_lens, stage, generator=None):
+        """Perturbed views of a batch; validation views are reproducible (seeded per batch)."""
+        if generator is None and stage != sb.Stage.TRAIN:
+            generator = torch.Generator(device="cpu")
+            generator.manual_seed(int(getattr(self.hparams, "valid_seed", 1234)) + self.step)
+        return self.hparams.views(wavs, wav_lens, generator=generator)
+
+    def compute_forward(self, batch, stage):
+        """Make the two views, encode them in one upstream pass, return both sequences."""
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        view_a, lens_a, view_b, lens_b = self.make_views(wavs, wav_lens, stage)
+        stacked, stacked_lens = stack_views(view_a, lens_a, view_b, lens_b)
+        z, frame_lens = self.encode(stacked, stacked_lens)
+        half = wavs.shape[0]
+        return z[:half], frame_lens[:half], z[half:], frame_lens[half:]
+
+    def laser_loss(self, z_a, lens_a, z_b, lens_b):
+        """Per-utterance LASER loss terms ``(loss, divergence, regulariser)``, each ``(B,)``."""
+        # The DP and the regulariser run in fp32 whatever the autocast dtype.
+        z_a, z_b = z_a.float(), z_b.float()
+        divergence = self.hparams.soft_dtw(z_a, z_b, lens_a, lens_b)
+        if self.hparams.use_regulariser:
+            reg = self.hparams.regulariser(z_a, lens_a) + self.hparams.regulariser(z_b, lens_b)
+        else:
+            reg = torch.zeros_like(divergence)
+        return divergence + self.hparams.reg_alpha * reg, divergence, reg
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Mean LASER loss over the batch; the terms are tracked for logging."""
+        loss, divergence, reg = self.laser_loss(*predictions)
+        self._terms["divergence"] += divergence.detach().sum().item()
+        self._terms["regulariser"] += reg.detach().sum().item()
+        self._terms["utterances"] += loss.shape[0]
+        if not torch.isfinite(loss).all():
+            bad = [batch.id[i] for i in torch.nonzero(~torch.isfinite(loss)).flatten().tolist()]
+            logger.warning("Non-finite LASER loss for utterance(s) %s", ", ".join(bad))
+        return loss.mean()
+
+    # ------------------------------------------------------------------ optimisation
+    def init_optimizers(self):
+        """AdamW over the trainable parameters only, with the warm-up schedule attached."""
+        params = [p for p in self.modules.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(
+                "No trainable parameters: set trainable_layers (top transformer layers to "
+                "fine-tune) to at least 1, or enable adapters."
+            )
+        self.optimizer = self.opt_class(params)
+        self.optimizers_dict = {"optimizer": self.optimizer}
+        self.hparams.lr_schedule.attach(self.optimizer)
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)
+            self.checkpointer.add_recoverable("lr_schedule", self.hparams.lr_schedule)
+
+    def on_fit_start(self):
+        """Recover the latest checkpoint, then record the 'before' alignment on a fresh start."""
+        super().on_fit_start()
+        # The schedule's step count may have been restored: re-apply its learning rate.
+        self.hparams.lr_schedule._apply(self.optimizer)
+        self._log_parameter_counts()
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Advance the learning-rate schedule and log per-step values."""
+        if not should_step:
+            return
+        self.hparams.lr_schedule.step(self.optimizer)
+        tb = getattr(self.hparams, "tensorboard_logger", None)
+        if tb is not None and if_main_process():
+            tb.log_stats(
+                stats_meta={"step": self.optimizer_step},
+                train_stats={
+                    "loss": float(loss),
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                },
+            )
+
+    def on_stage_start(self, stage, epoch=None):
+        """Reset the per-stage accumulators of the loss terms."""
+        self._terms = {"divergence": 0.0, "regulariser": 0.0, "utterances": 0}
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log the epoch's losses and save a checkpoint after validation."""
+        count = max(1, self._terms["utterances"])
+        stats = {
+            "loss": stage_loss,
+            "soft_dtw_divergence": self._terms["divergence"] / count,
+            "regulariser": self._terms["regulariser"] / count,
+        }
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        meta = {"epoch": epoch, "optimizer_step": self.optimizer_step}
+        if stage == sb.Stage.VALID:
+            meta["lr"] = self.optimizer.param_groups[0]["lr"]
+            train_logger = getattr(self.hparams, "train_logger", None)
+            if train_logger is not None:
+                train_logger.log_stats(
+                    stats_meta=meta, train_stats=self.train_stats, valid_stats=stats
+                )
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(
+                    meta={"valid_loss": stats["loss"], "optimizer_step": self.optimizer_step},
+                    num_to_keep=int(getattr(self.hparams, "num_checkpoints_to_keep", 2)),
+                )
+        else:
+            train_logger = getattr(self.hparams, "train_logger", None)
+            if train_logger is not None:
+                train_logger.log_stats(
+                    stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+                    test_stats=stats,
+                )
+            self.test_stats = stats
+
+    def _log_parameter_counts(self):
+        trainable = sum(p.numel() for p in self.modules.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.modules.parameters())
+        logger.info(
+            "LASER SSFT: %d / %d parameters trainable (%.2f %%)",
+            trainable,
+            total,
+            100.0 * trainable / max(1, total),
+        )
+
+    # ------------------------------------------------------------------ analysis / export
+    @torch.no_grad()
+    def soft_alignment_of(self, wav, seed=0):
+        """Soft alignment (expected alignment matrix) of one utterance with its perturbed view.
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            ``(T,)`` waveform.
+        seed : int
+            Seed of the perturbation, so that 'before' and 'after' use the same pair.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, M)`` expected alignment between the two views' frames.
+        """
+        from lasersb.alignment import soft_alignment
+
+        was_training = self.modules.training
+        self.modules.eval()
+        wavs = wav.to(self.device).unsqueeze(0)
+        lens = torch.ones(1, device=self.device)
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(seed)
+        view_a, lens_a, view_b, lens_b = self.hparams.views(wavs, lens, generator=generator)
+        z_a, fl_a = self.encode(view_a, lens_a)
+        z_b, fl_b = self.encode(view_b, lens_b)
+        with torch.enable_grad():
+            align = soft_alignment(
+                z_a.float(), z_b.float(), fl_a, fl_b, gamma=self.hparams.soft_dtw.gamma
+            )
+        self.modules.train(was_training)
+        return align[0, : int(fl_a[0]), : int(fl_b[0])].cpu()
+
+    def record_alignment_before(self, wav, seed=0):
+        """Save the soft alignment of a dev pair before any update (skipped when resuming)."""
+        path = Path(self.hparams.output_folder) / ALIGNMENT_BEFORE
+        if path.exists() or self.optimizer_step > 0:
+            return
+        if if_main_process():
+            torch.save({"alignment": self.soft_alignment_of(wav, seed), "seed": seed}, path)
+
+    def plot_alignments(self, wav, seed=0):
+        """Write ``soft_alignment.png``: the dev pair's soft alignment before and after SSFT."""
+        if not if_main_process():
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        folder = Path(self.hparams.output_folder)
+        after = self.soft_alignment_of(wav, seed)
+        panels = [("after SSFT", after)]
+        before_path = folder / ALIGNMENT_BEFORE
+        if before_path.exists():
+            before = torch.load(before_path, weights_only=True)["alignment"]
+            panels.insert(0, ("before SSFT", before))
+        fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+        for ax, (title, mat) in zip(axes[0], panels):
+            im = ax.imshow(mat.numpy(), origin="lower", aspect="auto", cmap="magma")
+            ax.set_title(f"Soft alignment {title}")
+            ax.set_xlabel("perturbed view frame")
+            ax.set_ylabel("view frame")
+            fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.tight_layout()
+        out = folder / "soft_alignment.png"
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        return out
+
+    def export_upstream(self, folder=None):
+        """Save the fine-tuned upstream in HF format (``save_pretrained`` + feature extractor).
+
+        Written to ``<output_folder>/upstream_hf`` by default, loadable with
+        ``transformers.AutoModel.from_pretrained`` and by every recipe's upstream loader.
+        """
+        folder = Path(folder or Path(self.hparams.output_folder) / "upstream_hf")
+
+        def _save():
+            tmp = folder.with_name(folder.name + ".tmp")
+            self.modules.upstream.save_hf(tmp)
+            info = {
+                "source": str(getattr(self.hparams, "upstream_source", "")),
+                "optimizer_step": int(self.optimizer_step),
+                "method": "LASER SSFT",
+            }
+            (tmp / "lasersb_export.json").write_text(json.dumps(info, indent=2) + "\n")
+            if folder.exists():
+                import shutil
+
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+
+        run_on_main(_save)
+        return folder

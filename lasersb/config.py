@@ -1,0 +1,141 @@
+"""Loading hyperparameter files, with single inheritance between method-level YAML files.
+
+A YAML file may start with ``inherit: <path>`` (relative to itself). Its other top-level keys
+are then applied as overrides to the parent file, and command-line overrides are applied last.
+This keeps variants (``hparams/laser_wavlm.yaml``) as a short list of differences instead of a
+near-copy of the whole parent file (``hparams/laser.yaml``).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from hyperpyyaml import load_hyperpyyaml, resolve_references
+from ruamel.yaml import YAML
+
+INHERIT_KEY = "inherit"
+
+
+def _as_override_dict(overrides) -> dict:
+    """Parse overrides given as a YAML string, a dict or None into a plain dict."""
+    if overrides is None or overrides == "":
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    yaml = YAML(typ="rt")
+    parsed = yaml.load(overrides)
+    return dict(parsed or {})
+
+
+def _dump(mapping) -> str:
+    yaml = YAML(typ="rt")
+    stream = io.StringIO()
+    yaml.dump(mapping, stream)
+    return stream.getvalue()
+
+
+def flatten_hparams_text(path, overrides=None) -> tuple[str, str]:
+    """Return ``(base_yaml_text, overrides_yaml_text)`` after following ``inherit:`` links.
+
+    Arguments
+    ---------
+    path : str or Path
+        The hyperparameter file to load.
+    overrides : str or dict, optional
+        Command-line overrides (highest priority).
+
+    Returns
+    -------
+    tuple of str
+        The text of the root parent file and the merged overrides as YAML text.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "base.yaml").write_text("a: 1\\nb: !ref <a>\\n")
+    >>> _ = (d / "child.yaml").write_text("inherit: base.yaml\\na: 2\\n")
+    >>> base, over = flatten_hparams_text(d / "child.yaml", {"a": 3})
+    >>> over.strip()
+    'a: 3'
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Hyperparameter file not found: {path}")
+    chain = []
+    seen = set()
+    current = path
+    yaml = YAML(typ="rt")
+    while True:
+        resolved = current.resolve()
+        if resolved in seen:
+            raise ValueError(f"Circular 'inherit:' chain in hyperparameter files at {current}")
+        seen.add(resolved)
+        text = current.read_text(encoding="utf-8")
+        data = yaml.load(text) or {}
+        if INHERIT_KEY not in data:
+            base_text = text
+            break
+        parent = current.parent / str(data[INHERIT_KEY])
+        if not parent.is_file():
+            raise FileNotFoundError(
+                f"{current} inherits from {parent}, which does not exist. "
+                f"Fix the 'inherit:' path (it is relative to {current.parent})."
+            )
+        child = {k: v for k, v in data.items() if k != INHERIT_KEY}
+        chain.append(child)
+        current = parent
+    merged = {}
+    # Farthest child first so that nearer files win, command line last.
+    for child in reversed(chain):
+        merged.update(child)
+    merged.update(_as_override_dict(overrides))
+    return base_text, (_dump(merged) if merged else "")
+
+
+def load_hparams(path, overrides=None) -> dict:
+    """Load a hyperpyyaml file, following ``inherit:``, with overrides applied.
+
+    Arguments
+    ---------
+    path : str or Path
+        Hyperparameter file (for example ``hparams/laser_wavlm.yaml``).
+    overrides : str or dict, optional
+        Overrides, as returned by ``speechbrain.parse_arguments`` (YAML text) or a dict.
+
+    Returns
+    -------
+    dict
+        The loaded hyperparameters (objects instantiated).
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "base.yaml").write_text("a: 1\\nb: !ref <a> + 1\\n")
+    >>> _ = (d / "child.yaml").write_text("inherit: base.yaml\\na: 5\\n")
+    >>> load_hparams(d / "child.yaml")["b"]
+    6
+    >>> load_hparams(d / "child.yaml", "a: 7")["b"]
+    8
+    """
+    base_text, override_text = flatten_hparams_text(path, overrides)
+    return load_hyperpyyaml(base_text, override_text or None)
+
+
+def resolve_hparams_text(path, overrides=None) -> str:
+    """Return the fully resolved YAML text (references resolved, objects not built).
+
+    Useful to save next to the results, as SpeechBrain's ``create_experiment_directory`` does.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "base.yaml").write_text("a: 1\\nb: !ref <a>\\n")
+    >>> "b: 1" in resolve_hparams_text(d / "base.yaml")
+    True
+    """
+    base_text, override_text = flatten_hparams_text(path, overrides)
+    return resolve_references(base_text, override_text or None).getvalue()
