@@ -139,3 +139,54 @@ def resolve_hparams_text(path, overrides=None) -> str:
     """
     base_text, override_text = flatten_hparams_text(path, overrides)
     return resolve_references(base_text, override_text or None).getvalue()
+
+
+def hparam_value(path, key, overrides=None):
+    """Return the value of one top-level key, without building any object.
+
+    Handy in shell scripts (for example to read ``upstream_source`` without loading the model).
+    Tagged values (``!new:``...) come back as the plain YAML structure.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "base.yaml").write_text("name: hubert\\nout: !ref results/<name>\\n")
+    >>> _ = (d / "child.yaml").write_text("inherit: base.yaml\\nname: wavlm\\n")
+    >>> hparam_value(d / "child.yaml", "out")
+    'results/wavlm'
+    """
+    yaml = YAML(typ="rt")
+    base_text, override_text = flatten_hparams_text(path, overrides)
+    base, given = yaml.load(base_text) or {}, yaml.load(override_text or "{}") or {}
+    # Unfilled !PLACEHOLDERs would stop the resolution; they cannot matter for other keys.
+    fill = {
+        name: "<placeholder>"
+        for name, value in base.items()
+        if getattr(getattr(value, "tag", None), "value", None) == "!PLACEHOLDER"
+        and name not in given
+    }
+    fill.update(dict(given))
+    data = yaml.load(resolve_references(base_text, _dump(fill)).getvalue())
+    if key not in data:
+        raise KeyError(f"{path} has no key {key!r}.")
+    return data[key]
+
+
+def main(argv=None):
+    """``python -m lasersb.config FILE KEY [--key=value ...]``: print one hyperparameter value."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("hparams_file")
+    parser.add_argument("key")
+    args, rest = parser.parse_known_args(argv)
+    overrides = {}
+    for item in rest:
+        name, _, value = item.lstrip("-").partition("=")
+        overrides[name] = YAML(typ="safe").load(value)
+    print(hparam_value(args.hparams_file, args.key, overrides or None))
+
+
+if __name__ == "__main__":
+    main()
