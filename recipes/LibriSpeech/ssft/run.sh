@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# LASER self-supervised fine-tuning, then SUPERB PR and ASR with the original and the fine-tuned
+# upstream, then the results table (the form of the LASER paper's Table 1).
+#
+# Stages (ESPnet style; each skips work already done, so a re-run resumes):
+#   0  data: prepare LibriSpeech manifests, or (--mini) generate the embedded mini corpus and a
+#      tiny random upstream
+#   1  LASER SSFT (recipes/LibriSpeech/ssft/train.py)
+#   2  export the fine-tuned upstream to <exp>/ssft/upstream_hf (HF format) and check it loads
+#   3  SUPERB PR (frozen upstream) for the original and the fine-tuned upstream
+#   4  SUPERB ASR likewise
+#   5  results table (Markdown) with the relative improvement over the original upstream
+#
+# Usage (from the repository root):
+#   bash recipes/LibriSpeech/ssft/run.sh --mini                       # everything, 2-core CPU
+#   bash recipes/LibriSpeech/ssft/run.sh --data_folder /data/LibriSpeech \
+#        --lexicon_file /data/librispeech-lexicon.txt [--hparams hparams/laser_wavlm.yaml]
+#   bash recipes/LibriSpeech/ssft/run.sh ... --stage 3 --stop_stage 5
+set -euo pipefail
+
+stage=0
+stop_stage=5
+mini=false
+hparams=hparams/laser.yaml
+data_folder=""
+lexicon_file=""
+upstream=""           # default: the upstream_source of the hparams file
+exp=""                # default: results/laser_run (results/laser_mini_run with --mini)
+extra_args=()
+
+log() {
+    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --stage) stage="$2"; shift 2 ;;
+        --stop_stage) stop_stage="$2"; shift 2 ;;
+        --mini) mini=true; shift ;;
+        --hparams) hparams="$2"; shift 2 ;;
+        --data_folder) data_folder="$2"; shift 2 ;;
+        --lexicon_file) lexicon_file="$2"; shift 2 ;;
+        --upstream) upstream="$2"; shift 2 ;;
+        --exp) exp="$2"; shift 2 ;;
+        --) shift; extra_args+=("$@"); break ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) echo "Unknown option $1 (see --help)" >&2; exit 1 ;;
+    esac
+done
+
+cd "$(dirname "$0")/../../.."   # repository root
+recipe=recipes/LibriSpeech/ssft
+pr_hparams=recipes/SUPERB/pr/hparams/pr.yaml
+asr_hparams=recipes/SUPERB/asr/hparams/asr.yaml
+
+if $mini; then
+    exp=${exp:-results/laser_mini_run}
+    hparams=$recipe/hparams/laser_mini.yaml
+    pr_hparams=recipes/SUPERB/pr/hparams/pr_mini.yaml
+    asr_hparams=recipes/SUPERB/asr/hparams/asr_mini.yaml
+    mini_root=${LASERSB_MINI_ROOT:-$exp/mini_corpus}
+    data_folder=$mini_root/LibriSpeech
+    lexicon_file=$mini_root/librispeech-lexicon.txt
+    upstream=${upstream:-$exp/tiny_hubert}
+else
+    exp=${exp:-results/laser_run}
+    if [ -z "$data_folder" ]; then
+        echo "Give --data_folder /path/LibriSpeech (or --mini for the embedded corpus)." >&2
+        exit 1
+    fi
+fi
+mkdir -p "$exp"
+upstream_args=()
+if [ -n "$upstream" ]; then
+    upstream_args=(--upstream_source="$upstream")
+fi
+lexicon_args=()
+if [ -n "$lexicon_file" ]; then
+    lexicon_args=(--lexicon_file="$lexicon_file")
+fi
+original=${upstream:-$(python -m lasersb.config "$hparams" upstream_source)}
+finetuned=$exp/ssft/upstream_hf
+
+if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
+    log "Stage 0: data"
+    if $mini; then
+        if [ ! -f "$mini_root/mini_corpus.json" ]; then
+            lasersb-mini-corpus --out "$mini_root"
+        else
+            log "mini corpus already at $mini_root"
+        fi
+        if [ ! -f "$upstream/config.json" ]; then
+            lasersb-tiny-upstream --kind hubert --out "$upstream"
+        else
+            log "tiny upstream already at $upstream"
+        fi
+    fi
+    # Manifests with phonemes for the SUPERB stages (SSFT prepares its own, without phonemes).
+    # Idempotent: skips when the manifests exist with the same options.
+    python -m data_prep.librispeech_prepare "$data_folder" "$exp/manifests" \
+        --splits train-clean-100 dev-clean test-clean ${lexicon_file:+--lexicon_file "$lexicon_file"}
+fi
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+    log "Stage 1: LASER SSFT with $hparams (resumes from its last checkpoint)"
+    python $recipe/train.py "$hparams" --data_folder="$data_folder" \
+        --output_folder="$exp/ssft" "${upstream_args[@]}" "${extra_args[@]}"
+fi
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+    log "Stage 2: export the fine-tuned upstream to $finetuned"
+    if [ ! -f "$finetuned/config.json" ]; then
+        python $recipe/train.py "$hparams" --data_folder="$data_folder" \
+            --output_folder="$exp/ssft" --export_only=True "${upstream_args[@]}" "${extra_args[@]}"
+    fi
+    python -c "import sys, transformers; m = transformers.AutoModel.from_pretrained(sys.argv[1]); \
+print(f'{sys.argv[1]}: {type(m).__name__}, {sum(p.numel() for p in m.parameters())} parameters')" \
+        "$finetuned"
+fi
+
+for task in pr asr; do
+    if [ "$task" = pr ]; then n=3; task_hparams=$pr_hparams; else n=4; task_hparams=$asr_hparams; fi
+    if [ "$stage" -le $n ] && [ "$stop_stage" -ge $n ]; then
+        for name in original laser; do
+            if [ "$name" = original ]; then source=$original; else source=$finetuned; fi
+            out=$exp/$task/$name
+            if [ -f "$out/results.json" ]; then
+                log "Stage $n: $task with the $name upstream already done ($out/results.json)"
+                continue
+            fi
+            log "Stage $n: SUPERB $task with the $name upstream ($source)"
+            python recipes/SUPERB/$task/train.py "$task_hparams" --data_folder="$data_folder" \
+                "${lexicon_args[@]}" --upstream_source="$source" \
+                --output_folder="$out" --manifest_folder="$exp/manifests"
+        done
+    fi
+done
+
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+    log "Stage 5: results table"
+    python -m lasersb.report "$exp"/pr/original "$exp"/pr/laser "$exp"/asr/original \
+        "$exp"/asr/laser --baseline original --output "$exp/results.md"
+    cat "$exp/results.md"
+fi
+log "Done: $exp"

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""LASER self-supervised fine-tuning (SSFT) of a HuBERT/WavLM upstream on LibriSpeech.
+
+Run from the repository root:
+
+    python recipes/LibriSpeech/ssft/train.py hparams/laser.yaml --data_folder=/path/LibriSpeech
+    python recipes/LibriSpeech/ssft/train.py hparams/laser_wavlm.yaml --data_folder=/path/Libri
+
+The script prepares the LibriSpeech manifests, fine-tunes the top transformer layers with the
+LASER loss (soft-DTW divergence between an utterance and its speed/pitch-perturbed copy plus the
+temporal regulariser), exports the fine-tuned upstream in Hugging Face format to
+``<output_folder>/upstream_hf`` and draws the soft alignment of a dev pair before and after
+fine-tuning (``soft_alignment.png``). A killed run resumes from its last checkpoint when the same
+command is run again. ``--export_only=True`` only re-exports from the latest checkpoint.
+"""
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from data_prep.librispeech_prepare import prepare_librispeech
+from lasersb.brains.laser import LaserBrain
+from lasersb.data.audio import read_audio
+from lasersb.data.manifests import merge_manifests
+from lasersb.data.pipelines import audio_dataset, dataloader_options
+from lasersb.experiment import setup_experiment
+
+logger = logging.getLogger(__name__)
+
+
+def build_datasets(hparams):
+    """Prepare the manifests (main process only) and build the train and dev datasets."""
+    splits = list(hparams["train_splits"]) + list(hparams["valid_splits"])
+    run_on_main(
+        prepare_librispeech,
+        kwargs={
+            "data_folder": hparams["data_folder"],
+            "save_folder": hparams["manifest_folder"],
+            "splits": splits,
+            "lexicon_file": None,
+            "with_phonemes": False,
+            "skip_bad_files": hparams["skip_bad_files"],
+        },
+    )
+    manifests = Path(hparams["manifest_folder"])
+    datasets = {}
+    for name in ("train", "valid"):
+        csvs = [manifests / f"{split}.csv" for split in hparams[f"{name}_splits"]]
+        merged = csvs[0] if len(csvs) == 1 else merge_manifests(csvs, manifests / f"{name}.csv")
+        datasets[name] = audio_dataset(
+            merged,
+            sample_rate=hparams["sample_rate"],
+            max_duration=hparams["max_duration"],
+            min_duration=hparams["min_duration"],
+            sort="ID" if name == "valid" else None,
+        )
+    train_data, valid_data = datasets["train"], datasets["valid"]
+    limit = hparams["valid_max_utterances"]
+    if limit is not None and len(valid_data) > limit:
+        # A fixed, evenly spread subset keeps dev losses comparable between runs.
+        step = len(valid_data) / limit
+        keep = {valid_data.data_ids[int(i * step)] for i in range(limit)}
+        valid_data = valid_data.filtered_sorted(key_test={"id": lambda uid: uid in keep})
+    return train_data, valid_data
+
+
+def main(argv):
+    """Fine-tune, export and plot; see the module docstring."""
+    hparams, run_opts = setup_experiment(argv)
+    train_data, valid_data = build_datasets(hparams)
+
+    brain = LaserBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    # The dev utterance whose soft alignment is drawn before and after fine-tuning.
+    first = valid_data.data[valid_data.data_ids[0]]
+    brain.alignment_example = read_audio(first["wav"], sample_rate=hparams["sample_rate"])
+
+    start = time.time()
+    if not hparams["export_only"]:
+        brain.fit(
+            hparams["epoch_counter"],
+            train_data,
+            valid_data,
+            train_loader_kwargs=dataloader_options(
+                train_data,
+                batch_size=hparams["batch_size"],
+                dynamic_batching=hparams["dynamic_batching"],
+                max_batch_length=hparams["max_batch_length"],
+                shuffle=True,
+                num_workers=hparams["num_workers"],
+                seed=hparams["seed"],
+            ),
+            valid_loader_kwargs=dataloader_options(
+                valid_data,
+                batch_size=hparams["batch_size"],
+                num_workers=hparams["num_workers"],
+            ),
+        )
+    else:
+        brain.on_evaluate_start()
+
+    export = brain.export_upstream(hparams["export_folder"])
+    figure = None
+    if brain.alignment_example is not None:
+        figure = brain.plot_alignments(brain.alignment_example, seed=hparams["alignment_plot_seed"])
+    if if_main_process():
+        summary = {
+            "method": "LASER SSFT",
+            "upstream_source": str(hparams["upstream_source"]),
+            "optimizer_steps": int(brain.optimizer_step),
+            "train": getattr(brain, "train_stats", None),
+            "valid": getattr(brain, "valid_stats", None),
+            "export_folder": str(export),
+            "alignment_plot": str(figure) if figure else None,
+            "wall_time_s": round(time.time() - start, 1),
+        }
+        out = Path(hparams["output_folder"]) / "ssft_summary.json"
+        out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        logger.info("SSFT summary written to %s", out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
