@@ -140,6 +140,9 @@ class LaserBrain(sb.Brain):
         # The schedule's step count may have been restored: re-apply its learning rate.
         self.hparams.lr_schedule._apply(self.optimizer)
         self._log_parameter_counts()
+        example = getattr(self, "alignment_example", None)
+        if example is not None:
+            self.record_alignment_before(example, seed=self.hparams.alignment_plot_seed)
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Advance the learning-rate schedule and log per-step values."""
@@ -173,6 +176,7 @@ class LaserBrain(sb.Brain):
             return
         meta = {"epoch": epoch, "optimizer_step": self.optimizer_step}
         if stage == sb.Stage.VALID:
+            self.valid_stats = stats
             meta["lr"] = self.optimizer.param_groups[0]["lr"]
             train_logger = getattr(self.hparams, "train_logger", None)
             if train_logger is not None:
