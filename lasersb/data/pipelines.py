@@ -1,0 +1,205 @@
+"""Audio dataset pipelines shared by every recipe: SpeechBrain CSV -> checked waveforms -> batches.
+
+:func:`audio_dataset` builds a ``speechbrain.dataio.dataset.DynamicItemDataset`` from a
+SpeechBrain CSV (``ID,duration,wav,...``, ``$data_root``-style placeholders replaced) whose
+``sig`` item is the waveform read with :func:`lasersb.data.audio.read_audio` (every problem with a
+file is an :class:`~lasersb.data.audio.AudioError` naming it). :func:`dataloader_options` returns
+the keyword arguments of ``speechbrain.dataio.dataloader.make_dataloader`` (and so of
+``Brain.fit(train_loader_kwargs=...)``): plain batches, or SpeechBrain's
+``DynamicBatchSampler`` bucketing by duration under a total-duration budget. Batches are
+``PaddedBatch``: ``batch.sig`` is ``(wavs (B, T), rel_lens (B,))``.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from lasersb.data.audio import read_audio
+
+__all__ = ["PASSTHROUGH_KEYS", "audio_dataset", "dataloader_options"]
+
+#: CSV columns passed through as dataset outputs when present (besides ``id`` and ``sig``).
+PASSTHROUGH_KEYS = ("duration", "spk_id", "wrd", "phn")
+
+
+def _csv_columns(csv_path: Path) -> list[str]:
+    if not csv_path.is_file():
+        raise FileNotFoundError(
+            f"Data CSV not found: {csv_path}. Run the data preparation step of the recipe first "
+            "(e.g. data_prep/librispeech_prepare.py), or fix the path in the hparams file."
+        )
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), None)
+    if not header:
+        raise ValueError(f"Data CSV {csv_path} is empty; rerun the data preparation.")
+    missing = [column for column in ("ID", "wav") if column not in header]
+    if missing:
+        raise ValueError(
+            f"Data CSV {csv_path} lacks the column(s) {', '.join(missing)} (has: "
+            f"{', '.join(header)}). SpeechBrain CSVs need ID and wav (and duration for sorting, "
+            "filtering and dynamic batching)."
+        )
+    return header
+
+
+def audio_dataset(
+    csv_path,
+    sample_rate: int = 16000,
+    max_duration: float | None = None,
+    min_duration: float | None = None,
+    sort: str | None = None,
+    replacements: dict | None = None,
+    min_samples: int = 0,
+):
+    """Build a dataset of checked waveforms from a SpeechBrain CSV.
+
+    Arguments
+    ---------
+    csv_path : str or os.PathLike
+        CSV with at least ``ID`` and ``wav`` columns (``duration`` in seconds needed for
+        ``max_duration``/``min_duration``/``sort`` and dynamic batching).
+    sample_rate : int
+        Expected sample rate; files at another rate raise (see :func:`read_audio`).
+    max_duration, min_duration : float, optional
+        Keep only utterances with ``min_duration <= duration <= max_duration`` seconds.
+    sort : str, optional
+        ``"ascending"`` or ``"descending"`` by duration; ``None`` keeps the CSV order.
+    replacements : dict, optional
+        ``{"data_root": "/path"}`` replaces ``$data_root`` in every CSV field.
+    min_samples : int
+        Minimum waveform length for :func:`read_audio` (e.g. 400, the upstream's receptive
+        field).
+
+    Returns
+    -------
+    speechbrain.dataio.dataset.DynamicItemDataset
+        Output keys ``id``, ``sig`` (float32 ``(T,)``) and those of :data:`PASSTHROUGH_KEYS`
+        present in the CSV.
+
+    Example
+    -------
+    >>> import tempfile, numpy as np, soundfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> soundfile.write(root / "a.flac", np.zeros(1600, dtype="float32"), 16000)
+    >>> _ = (root / "data.csv").write_text("ID,duration,wav,spk_id\\nu1,0.1,$root/a.flac,s1\\n")
+    >>> dataset = audio_dataset(root / "data.csv", replacements={"root": str(root)})
+    >>> item = dataset[0]
+    >>> item["id"], item["sig"].shape, item["duration"], item["spk_id"]
+    ('u1', torch.Size([1600]), 0.1, 's1')
+    """
+    import speechbrain as sb
+
+    csv_path = Path(csv_path)
+    columns = _csv_columns(csv_path)
+    if sort not in (None, "ascending", "descending"):
+        raise ValueError(f"sort must be None, 'ascending' or 'descending', got {sort!r}.")
+    needs_duration = sort is not None or max_duration is not None or min_duration is not None
+    if needs_duration and "duration" not in columns:
+        raise ValueError(
+            f"Data CSV {csv_path} has no duration column, needed for sorting/filtering by "
+            "duration; rerun the data preparation."
+        )
+    dataset = sb.dataio.dataset.DynamicItemDataset.from_csv(
+        str(csv_path), replacements=dict(replacements or {})
+    )
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        return read_audio(wav, sample_rate=sample_rate, min_samples=min_samples)
+
+    dataset.add_dynamic_item(audio_pipeline)
+    dataset.set_output_keys(["id", "sig"] + [key for key in PASSTHROUGH_KEYS if key in columns])
+    if needs_duration:
+        key_max = {"duration": max_duration} if max_duration is not None else {}
+        key_min = {"duration": min_duration} if min_duration is not None else {}
+        dataset = dataset.filtered_sorted(
+            key_max_value=key_max,
+            key_min_value=key_min,
+            sort_key="duration" if sort is not None else None,
+            reverse=sort == "descending",
+        )
+    return dataset
+
+
+def dataloader_options(
+    dataset,
+    batch_size: int,
+    dynamic_batching: bool = False,
+    max_batch_length: float | None = None,
+    shuffle: bool = False,
+    num_workers: int = 0,
+    seed: int = 0,
+    num_buckets: int = 20,
+    max_batch_ex: int | None = None,
+) -> dict:
+    """Keyword arguments for ``make_dataloader`` / ``Brain.fit(train_loader_kwargs=...)``.
+
+    Arguments
+    ---------
+    dataset : speechbrain.dataio.dataset.DynamicItemDataset
+        A dataset with a ``duration`` entry (seconds) when ``dynamic_batching``.
+    batch_size : int
+        Batch size of plain batching (not used by dynamic batching: see ``max_batch_ex``).
+    dynamic_batching : bool
+        Use SpeechBrain's ``DynamicBatchSampler``: utterances of similar duration are bucketed
+        (``num_buckets``) and each batch holds at most ``max_batch_length`` seconds of padded
+        audio (``utterances x longest duration``); a single utterance longer than that forms a
+        batch of its own.
+    max_batch_length : float, optional
+        Budget in seconds per dynamic batch (required when ``dynamic_batching``).
+    shuffle : bool
+        Shuffle. Dynamic batches are reshuffled with ``seed`` (+ epoch when ``set_epoch`` is
+        called); plain batching returns ``shuffle=True``, which ``Brain.fit`` turns into a
+        ``ReproducibleRandomSampler`` seeded by ``SB_GLOBAL_SEED`` (set by
+        ``speechbrain.utils.seed_everything``).
+    num_workers : int
+        DataLoader worker processes.
+    seed : int
+        Seed of the dynamic batch shuffling.
+    num_buckets : int
+        Number of duration buckets of the dynamic batching.
+    max_batch_ex : int, optional
+        Maximum utterances per dynamic batch (``None``: no cap).
+
+    Returns
+    -------
+    dict
+        ``{"batch_size", "shuffle", "num_workers"}`` or ``{"batch_sampler", "num_workers"}``.
+
+    Example
+    -------
+    >>> from speechbrain.dataio.dataset import DynamicItemDataset
+    >>> data = {f"u{i}": {"duration": 1.0 + i} for i in range(6)}
+    >>> dataset = DynamicItemDataset(data)
+    >>> dataloader_options(dataset, batch_size=4)
+    {'batch_size': 4, 'shuffle': False, 'num_workers': 0}
+    >>> options = dataloader_options(dataset, 4, dynamic_batching=True, max_batch_length=8.0)
+    >>> batches = list(options["batch_sampler"])
+    >>> all(len(b) * max(1.0 + i for i in b) <= 8.0 or len(b) == 1 for b in batches)
+    True
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if not dynamic_batching:
+        return {"batch_size": int(batch_size), "shuffle": bool(shuffle), "num_workers": num_workers}
+    if max_batch_length is None or max_batch_length <= 0:
+        raise ValueError(
+            "dynamic_batching=True needs max_batch_length (seconds of padded audio per batch), "
+            f"got {max_batch_length!r}."
+        )
+    from speechbrain.dataio.sampler import DynamicBatchSampler
+
+    num_buckets = max(1, min(int(num_buckets), len(dataset)))
+    sampler = DynamicBatchSampler(
+        dataset,
+        max_batch_length=max_batch_length,
+        num_buckets=num_buckets,
+        length_func=lambda item: item["duration"],
+        shuffle=bool(shuffle),
+        batch_ordering="random" if shuffle else "ascending",
+        max_batch_ex=max_batch_ex,
+        seed=seed,
+    )
+    return {"batch_sampler": sampler, "num_workers": num_workers}
