@@ -208,12 +208,13 @@ def _read_transcripts(transcripts: list[Path]) -> dict[str, tuple[str, Path]]:
 def _prepare_split(
     split_dir: Path,
     csv_path: Path,
-    pronounce: _Pronouncer,
+    pronounce: _Pronouncer | None,
     skip_bad_files: bool,
     min_samples: int,
 ) -> dict:
     from lasersb.data.audio import AudioError, audio_info
 
+    columns = CSV_COLUMNS if pronounce is not None else CSV_COLUMNS[:-1]
     flacs, transcripts = _split_files(split_dir)
     if not flacs:
         raise LibriSpeechPrepError(
@@ -272,7 +273,7 @@ def _prepare_split(
             )
             continue
         phones, unknown = [], []
-        for word in words.split():
+        for word in words.split() if pronounce is not None else ():
             pron = pronounce(word)
             if pron is None:
                 unknown.append(word)
@@ -295,7 +296,7 @@ def _prepare_split(
                 speaker,
                 words,
                 " ".join(phones),
-            )
+            )[: len(columns)]
         )
     orphans = sorted(set(texts) - audio_ids)
     for utt_id in orphans:
@@ -312,7 +313,7 @@ def _prepare_split(
     tmp_path = csv_path.with_name(csv_path.name + ".tmp")
     with open(tmp_path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(columns)
         writer.writerows(rows)
     os.replace(tmp_path, csv_path)
     if skipped:
@@ -329,6 +330,7 @@ def prepare_librispeech(
     lexicon_file=None,
     skip_bad_files: bool = False,
     min_samples: int = 400,
+    with_phonemes: bool = True,
 ) -> dict[str, Path]:
     """Write ``<save_folder>/<split>.csv`` (``ID,duration,wav,spk_id,wrd,phn``) per split.
 
@@ -349,6 +351,9 @@ def prepare_librispeech(
     min_samples : int
         Utterances shorter than this many samples are bad (400 = the upstream's receptive
         field).
+    with_phonemes : bool
+        ``False``: no ``phn`` column and no lexicon needed (for tasks that use the audio or the
+        words only, such as SSFT).
 
     Returns
     -------
@@ -373,8 +378,9 @@ def prepare_librispeech(
     if not splits:
         raise ValueError("splits is empty; name at least one LibriSpeech split folder.")
     corpus = _resolve_corpus(data_folder, splits)
-    lexicon_path = _find_lexicon(lexicon_file, data_folder, corpus)
+    lexicon_path = _find_lexicon(lexicon_file, data_folder, corpus) if with_phonemes else None
     options = {
+        "with_phonemes": bool(with_phonemes),
         "version": _VERSION,
         "data_folder": str(corpus),
         "splits": splits,
@@ -397,7 +403,7 @@ def prepare_librispeech(
     if options_path.exists():
         options_path.unlink()  # a crash from here on must not look finished
     lexicon = load_lexicon(lexicon_path) if lexicon_path is not None else {}
-    pronounce = _Pronouncer(lexicon)
+    pronounce = _Pronouncer(lexicon) if with_phonemes else None
     stats = {}
     for split in splits:
         stats[split] = _prepare_split(
@@ -437,6 +443,9 @@ def main(argv=None) -> dict[str, Path]:
     parser.add_argument("--lexicon-file", default=None, help=f"{LEXICON_NAME} (optional)")
     parser.add_argument("--skip-bad-files", action="store_true")
     parser.add_argument("--min-samples", type=int, default=400)
+    parser.add_argument(
+        "--no-phonemes", action="store_true", help="no phn column (no lexicon needed)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
@@ -447,6 +456,7 @@ def main(argv=None) -> dict[str, Path]:
             lexicon_file=args.lexicon_file,
             skip_bad_files=args.skip_bad_files,
             min_samples=args.min_samples,
+            with_phonemes=not args.no_phonemes,
         )
     except LibriSpeechPrepError as err:
         raise SystemExit(f"error: {err}") from err

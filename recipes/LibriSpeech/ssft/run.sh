@@ -98,7 +98,7 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     # Manifests with phonemes for the SUPERB stages (SSFT prepares its own, without phonemes).
     # Idempotent: skips when the manifests exist with the same options.
     python -m data_prep.librispeech_prepare "$data_folder" "$exp/manifests" \
-        --splits train-clean-100 dev-clean test-clean ${lexicon_file:+--lexicon_file "$lexicon_file"}
+        --splits train-clean-100 dev-clean test-clean ${lexicon_file:+--lexicon-file "$lexicon_file"}
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then

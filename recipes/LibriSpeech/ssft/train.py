@@ -56,7 +56,7 @@ def build_datasets(hparams):
             sample_rate=hparams["sample_rate"],
             max_duration=hparams["max_duration"],
             min_duration=hparams["min_duration"],
-            sort="ID" if name == "valid" else None,
+            sort=None,
         )
     train_data, valid_data = datasets["train"], datasets["valid"]
     limit = hparams["valid_max_utterances"]
