@@ -154,7 +154,7 @@ class LaserBrain(sb.Brain):
             tb.log_stats(
                 stats_meta={"step": self.optimizer_step},
                 train_stats={
-                    "loss": float(loss),
+                    "loss": float(loss.detach()),
                     "lr": self.optimizer.param_groups[0]["lr"],
                 },
             )

@@ -234,6 +234,13 @@ def _normalise(wavs: torch.Tensor, valid: torch.Tensor, eps: float = 1e-7) -> to
     return (wavs - mean) / torch.sqrt(var + eps) * valid_f
 
 
+def _first_group_norm(model) -> nn.GroupNorm | None:
+    """The group norm of the first conv layer of ``feat_extract_norm="group"`` models."""
+    layers = getattr(getattr(model, "feature_extractor", None), "conv_layers", None)
+    norm = getattr(layers[0], "layer_norm", None) if layers else None
+    return norm if isinstance(norm, nn.GroupNorm) else None
+
+
 class SSLUpstream(nn.Module):
     """A HuBERT / WavLM / wav2vec 2.0 upstream with (partly) frozen weights for recipes.
 
@@ -255,6 +262,12 @@ class SSLUpstream(nn.Module):
     use_attention_mask : bool, optional
         Pass the attention mask; ``None`` follows the feature extractor
         (``return_attention_mask``), as the Hugging Face documentation recommends.
+    exact_padding : bool
+        Make every utterance of a padded batch give exactly the hidden states it gives alone
+        (batch of one, as the LASER release trained): the group norm of *base* checkpoints'
+        first conv layer takes its statistics over each utterance's valid conv frames only, and
+        the attention mask is passed. ``False`` (default) keeps the Hugging Face behaviour,
+        where padding shifts those statistics.
 
     Example
     -------
@@ -279,6 +292,7 @@ class SSLUpstream(nn.Module):
         output_hidden_states: bool = True,
         normalize_waveform: bool | None = None,
         use_attention_mask: bool | None = None,
+        exact_padding: bool = False,
     ):
         super().__init__()
         from transformers import PreTrainedModel
@@ -303,6 +317,13 @@ class SSLUpstream(nn.Module):
             if use_attention_mask is None
             else bool(use_attention_mask)
         )
+        self.exact_padding = bool(exact_padding)
+        if self.exact_padding:
+            self.use_attention_mask = True
+        self._conv0_lens = None
+        self._group_norm = _first_group_norm(model)
+        if self._group_norm is not None:
+            self._group_norm.register_forward_hook(self._mask_group_norm)
         self.freeze_feature_encoder = bool(freeze_feature_encoder)
         self.trainable_layer_indices = self._layer_indices(trainable_layers)
         self._set_trainable()
@@ -398,6 +419,26 @@ class SSLUpstream(nn.Module):
         frames = self.model._get_feat_extract_output_lengths(num_samples)
         return torch.as_tensor(frames, dtype=torch.long).clamp(min=0)
 
+    def _mask_group_norm(self, module, args, output):
+        """Forward hook: recompute the first conv layer's group norm over valid frames only."""
+        lens = self._conv0_lens
+        if lens is None:
+            return None
+        x = args[0]
+        steps = torch.arange(x.shape[-1], device=x.device)
+        valid = (steps.unsqueeze(0) < lens.to(x.device).unsqueeze(1)).unsqueeze(1).to(x.dtype)
+        batch, channels, _ = x.shape
+        groups = module.num_groups
+        xg = x.reshape(batch, groups, channels // groups, -1)
+        mask = valid.unsqueeze(1)  # (B, 1, 1, T)
+        count = (mask.sum(dim=-1, keepdim=True) * xg.shape[2]).sum(dim=2, keepdim=True).clamp(1)
+        mean = (xg * mask).sum(dim=(2, 3), keepdim=True) / count
+        var = (((xg - mean) * mask) ** 2).sum(dim=(2, 3), keepdim=True) / count
+        normed = ((xg - mean) / torch.sqrt(var + module.eps)).reshape_as(x) * valid
+        if module.affine:
+            normed = normed * module.weight.view(1, -1, 1) + module.bias.view(1, -1, 1)
+        return normed
+
     # ------------------------------------------------------------------ forward
     def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor | None = None) -> UpstreamOutput:
         """Run the upstream on a padded batch.
@@ -434,13 +475,20 @@ class SSLUpstream(nn.Module):
         attention_mask = valid.long() if self.use_attention_mask else None
 
         grad = torch.is_grad_enabled() and (self.has_trainable or wavs.requires_grad)
-        with torch.set_grad_enabled(grad):
-            out = self.model(
-                wavs,
-                attention_mask=attention_mask,
-                output_hidden_states=self.output_hidden_states,
-                return_dict=True,
-            )
+        if self.exact_padding and self._group_norm is not None:
+            conv = self.model.feature_extractor.conv_layers[0].conv
+            kernel, stride = conv.kernel_size[0], conv.stride[0]
+            self._conv0_lens = torch.div(sample_lens - kernel, stride, rounding_mode="floor") + 1
+        try:
+            with torch.set_grad_enabled(grad):
+                out = self.model(
+                    wavs,
+                    attention_mask=attention_mask,
+                    output_hidden_states=self.output_hidden_states,
+                    return_dict=True,
+                )
+        finally:
+            self._conv0_lens = None
         last = out.last_hidden_state
         frame_lens = self.frames_from_samples(sample_lens).to(device).clamp(max=last.shape[1])
         padding_mask = torch.arange(last.shape[1], device=device).unsqueeze(0) >= (
