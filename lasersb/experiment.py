@@ -7,7 +7,10 @@ file, and pick run options that suit the machine (mixed precision only on CUDA).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
+import sys
 from pathlib import Path
 
 import speechbrain as sb
@@ -18,40 +21,55 @@ from lasersb.config import load_hparams, resolve_hparams_text
 logger = logging.getLogger(__name__)
 
 
-def resolve_run_opts(run_opts: dict, hparams: dict) -> dict:
+def resolve_run_opts(run_opts, hparams: dict):
     """Adapt run options to the machine: bf16/fp16 autocast is used on CUDA only.
+
+    The hparams file keeps priority over SpeechBrain's defaults for every option not given on
+    the command line (``max_grad_norm``, ``optimizer_step_limit``, ``ckpt_interval_steps``...):
+    only the options the user typed, plus a device or precision changed here, are marked as
+    overridden.
 
     Arguments
     ---------
-    run_opts : dict
-        Run options from ``speechbrain.parse_arguments``.
+    run_opts : speechbrain.utils.run_opts.RunOptions or dict
+        Run options from ``speechbrain.parse_arguments`` (a dict counts as all typed).
     hparams : dict
         Loaded hyperparameters (may hold ``precision``).
 
     Returns
     -------
-    dict
-        The run options, with ``precision`` set to ``fp32`` on a CPU device.
+    RunOptions
+        With ``device`` resolved, and ``precision`` set to ``fp32`` on a CPU device.
 
     Example
     -------
-    >>> resolve_run_opts({"device": "cpu"}, {"precision": "bf16"})["precision"]
-    'fp32'
-    >>> resolve_run_opts({"device": "cpu", "precision": "fp16"}, {})["precision"]
-    'fp32'
+    >>> from speechbrain.utils.run_opts import RunOptions
+    >>> _, opts, _ = RunOptions.from_command_line_args(["x.yaml", "--device=cpu"])
+    >>> opts = resolve_run_opts(opts, {"precision": "bf16", "max_grad_norm": 1.0})
+    >>> opts.precision, sorted(opts.overridden_args)
+    ('fp32', ['device', 'precision'])
     """
-    run_opts = dict(run_opts)
-    device = str(run_opts.get("device", "cuda:0" if torch.cuda.is_available() else "cpu"))
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    from speechbrain.utils.distributed import infer_device
+    from speechbrain.utils.run_opts import RunOptions
+
+    if isinstance(run_opts, dict):
+        run_opts = RunOptions.from_dictionary(run_opts)
+    overridden = set(run_opts.overridden_args)
+    device = run_opts.device or infer_device()
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
         logger.warning("CUDA requested but not available: running on the CPU.")
         device = "cpu"
-    run_opts["device"] = device
-    precision = run_opts.get("precision", hparams.get("precision", "fp32"))
-    if not device.startswith("cuda") and precision != "fp32":
+    changes = {}
+    if device != run_opts.device:
+        changes["device"] = device
+        overridden.add("device")
+    given = run_opts.precision if "precision" in overridden else None
+    precision = given or hparams.get("precision", "fp32")
+    if not str(device).startswith("cuda") and precision != "fp32":
         logger.info("Precision %s requested; using fp32 on %s.", precision, device)
-        precision = "fp32"
-    run_opts["precision"] = precision
-    return run_opts
+        changes["precision"] = "fp32"
+        overridden.add("precision")
+    return dataclasses.replace(run_opts, **changes, overridden_args=overridden)
 
 
 def setup_experiment(argv):
@@ -76,6 +94,9 @@ def setup_experiment(argv):
     output_folder = Path(hparams["output_folder"])
     sb.create_experiment_directory(experiment_directory=str(output_folder))
     if sb.utils.distributed.if_main_process():
+        script = Path(sys.argv[0])
+        if script.suffix == ".py" and script.is_file():
+            shutil.copy(script, output_folder / script.name)  # the recipe script that ran
         (output_folder / "hyperparams.yaml").write_text(
             resolve_hparams_text(hparams_file, overrides), encoding="utf-8"
         )
