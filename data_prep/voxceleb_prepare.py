@@ -1,0 +1,418 @@
+"""Prepare VoxCeleb1/VoxCeleb2 manifests and trial lists for speaker-embedding recipes.
+
+Reads the official layouts:
+
+- VoxCeleb1: ``<vox1>/wav/idXXXXX/<video>/NNNNN.wav``, trial lists next to it
+  (``veri_test2.txt`` = VoxCeleb1-O cleaned, ``list_test_hard2.txt`` = -H, ``list_test_all2.txt``
+  = -E) and ``vox1_meta.csv`` (tab separated, ``Set`` column ``dev``/``test``);
+- VoxCeleb2: ``<vox2>/dev/aac/idXXXXX/<video>/NNNNN.m4a`` (or ``.wav`` beside each m4a, or a
+  ``dev/wav`` tree). m4a files must be converted to 16 kHz wav first (``convert_m4a=True`` runs
+  ffmpeg when it is installed).
+
+Writes into ``save_folder`` the SpeechBrain manifests ``train.csv``, ``dev.csv`` (a few
+held-out utterances of the training speakers, for validation) and ``test.csv`` (every
+utterance of the trial lists), all with columns ``ID,duration,wav,spk_id``, and a copy of each
+trial list. Speakers of the VoxCeleb1 test set (``vox1_meta.csv``) and every speaker that
+appears in a requested trial list are excluded from training. The preparation is skipped when
+an ``options.json`` with the same options already exists (idempotent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import soundfile
+
+logger = logging.getLogger(__name__)
+
+OPTIONS_FILE = "voxceleb_prepare_options.json"
+TRIAL_LISTS = {
+    "vox1_o": "veri_test2.txt",
+    "vox1_h": "list_test_hard2.txt",
+    "vox1_e": "list_test_all2.txt",
+}
+HEADER = ["ID", "duration", "wav", "spk_id"]
+
+
+def utterance_id(relative: str) -> str:
+    """Manifest ID of a ``idXXXXX/<video>/NNNNN.wav`` path.
+
+    Example
+    -------
+    >>> utterance_id("id10001/1zcIwhmdeo4/00001.wav")
+    'id10001--1zcIwhmdeo4--00001'
+    """
+    parts = Path(relative).with_suffix("").parts[-3:]
+    return "--".join(parts)
+
+
+def read_vox1_meta(path) -> dict:
+    """``{speaker id: set}`` from ``vox1_meta.csv`` (tab separated, ``Set`` = dev/test).
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "vox1_meta.csv"
+    >>> _ = p.write_text("VoxCeleb1 ID\\tVGGFace1 ID\\tGender\\tNationality\\tSet\\n"
+    ...                  "id10001\\tA.J._Buckley\\tm\\tIreland\\tdev\\n"
+    ...                  "id10270\\tEytan\\tm\\tUSA\\ttest\\n")
+    >>> read_vox1_meta(p)
+    {'id10001': 'dev', 'id10270': 'test'}
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found. Download vox1_meta.csv into the VoxCeleb1 folder (it lists the "
+            "test speakers to exclude from training) or pass meta_file=None to rely only on the "
+            "trial lists."
+        )
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{path} is empty")
+    header = [h.strip() for h in lines[0].split("\t")]
+    try:
+        id_col = next(i for i, h in enumerate(header) if h.lower().startswith("voxceleb1 id"))
+        set_col = next(i for i, h in enumerate(header) if h.lower() == "set")
+    except StopIteration as err:
+        raise ValueError(
+            f"{path}: expected a tab-separated header with 'VoxCeleb1 ID' and 'Set' columns, "
+            f"got {header}"
+        ) from err
+    meta = {}
+    for line in lines[1:]:
+        fields = [f.strip() for f in line.split("\t")]
+        if len(fields) > max(id_col, set_col):
+            meta[fields[id_col]] = fields[set_col].lower()
+    return meta
+
+
+def trial_speakers(trial_file) -> tuple[set, set]:
+    """Speakers and utterance paths (relative) of a trial list.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.txt"
+    >>> _ = p.write_text("1 id1/a/00001.wav id1/b/00002.wav\\n0 id1/a/00001.wav id2/c/00003.wav\\n")
+    >>> spk, utts = trial_speakers(p)
+    >>> sorted(spk), len(utts)
+    (['id1', 'id2'], 3)
+    """
+    speakers, utts = set(), set()
+    for lineno, line in enumerate(Path(trial_file).read_text(encoding="utf-8").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3:
+            raise ValueError(f"{trial_file}:{lineno}: expected '<1|0> enroll test', got {line!r}")
+        pair = parts[1:] if parts[0] in ("0", "1") else parts[:2]
+        for rel in pair:
+            utts.add(rel)
+            speakers.add(rel.split("/")[0])
+    return speakers, utts
+
+
+def find_vox2_audio(vox2_folder: Path, convert_m4a: bool = False) -> list:
+    """Audio files of VoxCeleb2 dev (wav preferred over m4a), converting m4a when asked."""
+    roots = [vox2_folder / "dev" / "aac", vox2_folder / "dev" / "wav", vox2_folder / "aac"]
+    roots = [r for r in roots if r.is_dir()]
+    if not roots:
+        raise FileNotFoundError(
+            f"No VoxCeleb2 audio under {vox2_folder}: expected dev/aac/idXXXXX/<video>/*.m4a "
+            "(or dev/wav/...). Point vox2_folder at the extracted VoxCeleb2 root."
+        )
+    files = {}
+    for root in roots:
+        for path in sorted(root.glob("id*/*/*.wav")):
+            files[utterance_id(str(path.relative_to(root)))] = path
+        for path in sorted(root.glob("id*/*/*.m4a")):
+            key = utterance_id(str(path.relative_to(root)))
+            if key in files:
+                continue
+            wav = path.with_suffix(".wav")
+            if not convert_m4a:
+                raise FileNotFoundError(
+                    f"{path} is m4a, which soundfile cannot read. Convert VoxCeleb2 to wav first "
+                    f"(e.g. `ffmpeg -i {path} -ac 1 -ar 16000 {wav}` for every file, the wav "
+                    "next to each m4a) or pass convert_m4a=True (needs ffmpeg)."
+                )
+            files[key] = convert_to_wav(path, wav)
+    return list(files.values())
+
+
+def convert_to_wav(m4a: Path, wav: Path) -> Path:
+    """Convert one m4a file to 16 kHz mono wav with ffmpeg."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise RuntimeError(
+            "convert_m4a=True needs ffmpeg on the PATH (e.g. `apt-get install ffmpeg`)."
+        )
+    subprocess.run(
+        [ffmpeg, "-loglevel", "error", "-y", "-i", str(m4a), "-ac", "1", "-ar", "16000", str(wav)],
+        check=True,
+    )
+    return wav
+
+
+def _rows(files, skip_bad_files: bool, min_duration: float):
+    rows, skipped = [], []
+    for path in files:
+        path = Path(path)
+        try:
+            info = soundfile.info(str(path))
+            duration = info.frames / info.samplerate
+            if info.frames == 0:
+                raise ValueError("empty file")
+        except Exception as err:  # noqa: BLE001 - reported with the path
+            if not skip_bad_files:
+                raise RuntimeError(
+                    f"Cannot read {path} ({err}). Re-extract it, or pass skip_bad_files=True to "
+                    "leave unreadable files out of the manifests."
+                ) from err
+            skipped.append(str(path))
+            continue
+        if duration < min_duration:
+            skipped.append(str(path))
+            continue
+        rel = "/".join(path.parts[-3:])
+        rows.append(
+            {
+                "ID": utterance_id(rel),
+                "duration": f"{duration:.3f}",
+                "wav": str(path),
+                "spk_id": path.parts[-3],
+            }
+        )
+    if skipped:
+        logger.warning(
+            "Skipped %d unreadable or too short files, e.g. %s", len(skipped), skipped[0]
+        )
+    return rows
+
+
+def _write_csv(path: Path, rows) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HEADER)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
+def prepare_voxceleb(
+    data_folder,
+    save_folder,
+    vox2_folder=None,
+    trial_lists=("vox1_o",),
+    meta_file="vox1_meta.csv",
+    use_vox1_dev: bool = True,
+    dev_fraction: float = 0.02,
+    min_duration: float = 0.5,
+    convert_m4a: bool = False,
+    skip_bad_files: bool = False,
+    seed: int = 1234,
+) -> dict:
+    """Write ``train.csv``, ``dev.csv``, ``test.csv`` and the trial lists into ``save_folder``.
+
+    Arguments
+    ---------
+    data_folder : str or Path
+        VoxCeleb1 root (holding ``wav/`` and the trial lists).
+    save_folder : str or Path
+        Output folder.
+    vox2_folder : str or Path, optional
+        VoxCeleb2 root (holding ``dev/aac``); its dev speakers are added to training.
+    trial_lists : sequence of str
+        Keys of :data:`TRIAL_LISTS` (``vox1_o``, ``vox1_h``, ``vox1_e``) or file names in
+        ``data_folder``.
+    meta_file : str, optional
+        ``vox1_meta.csv`` in ``data_folder``; its ``test`` speakers are excluded from training.
+    use_vox1_dev : bool
+        Train on the VoxCeleb1 speakers not in any trial list / the test set too.
+    dev_fraction : float
+        Fraction of each training speaker's utterances held out in ``dev.csv`` (at least one
+        utterance for speakers with three or more).
+    min_duration : float
+        Training utterances shorter than this (seconds) are dropped.
+    convert_m4a : bool
+        Convert VoxCeleb2 m4a files to wav with ffmpeg.
+    skip_bad_files : bool
+        Leave unreadable files out instead of raising.
+    seed : int
+        Seed of the dev split.
+
+    Returns
+    -------
+    dict
+        ``{"train": Path, "dev": Path, "test": Path, "trials": {name: Path}}``.
+
+    Example
+    -------
+    >>> import tempfile, pathlib, numpy as np
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for spk in ("id10001", "id10002", "id10270", "id10271"):
+    ...     for n in range(3):
+    ...         p = root / "wav" / spk / "vidAAAAAAAA" / f"{n + 1:05d}.wav"
+    ...         p.parent.mkdir(parents=True, exist_ok=True)
+    ...         soundfile.write(p, np.zeros(16000, dtype="float32"), 16000)
+    >>> _ = (root / "veri_test2.txt").write_text(
+    ...     "1 id10270/vidAAAAAAAA/00001.wav id10270/vidAAAAAAAA/00002.wav\\n"
+    ...     "0 id10270/vidAAAAAAAA/00001.wav id10271/vidAAAAAAAA/00001.wav\\n")
+    >>> out = prepare_voxceleb(root, root / "manifests", meta_file=None, dev_fraction=0.3)
+    >>> sorted(out)
+    ['dev', 'test', 'train', 'trials']
+    >>> count = lambda p: len(p.read_text().splitlines()) - 1
+    >>> count(out["train"]), count(out["dev"]), count(out["test"])
+    (4, 2, 3)
+    """
+    data_folder = Path(data_folder)
+    save_folder = Path(save_folder)
+    wav_root = data_folder / "wav"
+    if not wav_root.is_dir():
+        raise FileNotFoundError(
+            f"{wav_root} not found: data_folder must be the VoxCeleb1 root holding "
+            "wav/idXXXXX/<video>/NNNNN.wav (and veri_test2.txt)."
+        )
+    trial_paths = {}
+    for name in trial_lists:
+        filename = TRIAL_LISTS.get(name, name)
+        path = data_folder / filename
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Trial list {path} not found. Download {filename} from the VoxCeleb site into "
+                f"{data_folder}, or drop '{name}' from trial_lists."
+            )
+        trial_paths[Path(filename).stem] = path
+    options = {
+        "data_folder": str(data_folder.resolve()),
+        "vox2_folder": str(Path(vox2_folder).resolve()) if vox2_folder else None,
+        "trial_lists": [str(p) for p in trial_paths.values()],
+        "meta_file": meta_file,
+        "use_vox1_dev": bool(use_vox1_dev),
+        "dev_fraction": float(dev_fraction),
+        "min_duration": float(min_duration),
+        "seed": int(seed),
+    }
+    outputs = {
+        "train": save_folder / "train.csv",
+        "dev": save_folder / "dev.csv",
+        "test": save_folder / "test.csv",
+        "trials": {name: save_folder / f"{name}.txt" for name in trial_paths},
+    }
+    options_path = save_folder / OPTIONS_FILE
+    done = all(p.is_file() for k, p in outputs.items() if k != "trials") and all(
+        p.is_file() for p in outputs["trials"].values()
+    )
+    if done and options_path.is_file():
+        if json.loads(options_path.read_text(encoding="utf-8")) == options:
+            logger.info("VoxCeleb manifests already prepared in %s, skipping.", save_folder)
+            return outputs
+    save_folder.mkdir(parents=True, exist_ok=True)
+
+    excluded, test_utts = set(), set()
+    for path in trial_paths.values():
+        speakers, utts = trial_speakers(path)
+        excluded |= speakers
+        test_utts |= utts
+    if meta_file:
+        meta = read_vox1_meta(data_folder / meta_file)
+        excluded |= {spk for spk, split in meta.items() if split == "test"}
+
+    missing = [u for u in sorted(test_utts) if not (wav_root / u).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} utterance(s) of the trial lists are missing under {wav_root}, e.g. "
+            f"{missing[0]}. Extract the VoxCeleb1 test set there."
+        )
+    test_rows = _rows([wav_root / u for u in sorted(test_utts)], skip_bad_files, 0.0)
+
+    train_files = []
+    if use_vox1_dev:
+        train_files += [
+            p for p in sorted(wav_root.glob("id*/*/*.wav")) if p.parts[-3] not in excluded
+        ]
+    if vox2_folder:
+        train_files += [
+            p
+            for p in find_vox2_audio(Path(vox2_folder), convert_m4a)
+            if p.parts[-3] not in excluded
+        ]
+    if not train_files:
+        raise ValueError(
+            f"No training utterance left in {data_folder}"
+            + (f" and {vox2_folder}" if vox2_folder else "")
+            + " after excluding the test speakers: add vox2_folder or use_vox1_dev=True."
+        )
+    rows = _rows(train_files, skip_bad_files, min_duration)
+    by_speaker = {}
+    for row in rows:
+        by_speaker.setdefault(row["spk_id"], []).append(row)
+    rng = random.Random(seed)
+    train_rows, dev_rows = [], []
+    for spk in sorted(by_speaker):
+        utts = by_speaker[spk]
+        n_dev = 0
+        if dev_fraction > 0 and len(utts) >= 3:
+            n_dev = max(1, int(round(dev_fraction * len(utts))))
+        chosen = set(rng.sample(range(len(utts)), n_dev))
+        for index, row in enumerate(utts):
+            (dev_rows if index in chosen else train_rows).append(row)
+    _write_csv(outputs["train"], train_rows)
+    _write_csv(outputs["dev"], dev_rows)
+    _write_csv(outputs["test"], test_rows)
+    for name, path in trial_paths.items():
+        shutil.copyfile(path, outputs["trials"][name])
+    options_path.write_text(json.dumps(options, indent=2), encoding="utf-8")
+    logger.info(
+        "VoxCeleb: %d training utterances of %d speakers, %d dev, %d test utterances; "
+        "%d speakers excluded.",
+        len(train_rows),
+        len(by_speaker),
+        len(dev_rows),
+        len(test_rows),
+        len(excluded),
+    )
+    return outputs
+
+
+def main(argv=None) -> int:
+    """Command line: ``python data_prep/voxceleb_prepare.py VOX1 SAVE [--vox2 VOX2]``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data_folder", help="VoxCeleb1 root (wav/, veri_test2.txt)")
+    parser.add_argument("save_folder")
+    parser.add_argument("--vox2", dest="vox2_folder", default=None, help="VoxCeleb2 root")
+    parser.add_argument("--trials", nargs="+", default=["vox1_o"], help="vox1_o vox1_h vox1_e")
+    parser.add_argument("--no-vox1-dev", action="store_true", help="train on VoxCeleb2 only")
+    parser.add_argument("--meta-file", default="vox1_meta.csv", help="'none' to skip it")
+    parser.add_argument("--dev-fraction", type=float, default=0.02)
+    parser.add_argument("--min-duration", type=float, default=0.5)
+    parser.add_argument("--convert-m4a", action="store_true")
+    parser.add_argument("--skip-bad-files", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    outputs = prepare_voxceleb(
+        args.data_folder,
+        args.save_folder,
+        vox2_folder=args.vox2_folder,
+        trial_lists=args.trials,
+        meta_file=None if args.meta_file.lower() == "none" else args.meta_file,
+        use_vox1_dev=not args.no_vox1_dev,
+        dev_fraction=args.dev_fraction,
+        min_duration=args.min_duration,
+        convert_m4a=args.convert_m4a,
+        skip_bad_files=args.skip_bad_files,
+    )
+    print(json.dumps({k: str(v) for k, v in outputs.items()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
