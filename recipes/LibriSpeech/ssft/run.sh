@@ -130,7 +130,7 @@ for task in pr asr; do
             fi
             log "Stage $n: SUPERB $task with the $name upstream ($source)"
             python recipes/SUPERB/$task/train.py "$task_hparams" --data_folder="$data_folder" \
-                "${lexicon_args[@]}" --upstream_source="$source" \
+                "${lexicon_args[@]}" --upstream_source="$source" --upstream_name="$name" \
                 --output_folder="$out" --manifest_folder="$exp/manifests"
         done
     fi
