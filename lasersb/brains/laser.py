@@ -26,6 +26,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 logger = logging.getLogger(__name__)
 
 ALIGNMENT_BEFORE = "alignment_before.pt"
+ADAPTERS_FILE = "lasersb_adapters.pt"
 
 
 def stack_views(view_a, lens_a, view_b, lens_b):
@@ -187,6 +188,8 @@ class LaserBrain(sb.Brain):
                 self.checkpointer.save_and_keep_only(
                     meta={"valid_loss": stats["loss"], "optimizer_step": self.optimizer_step},
                     num_to_keep=int(getattr(self.hparams, "num_checkpoints_to_keep", 2)),
+                    # A fresh list: SpeechBrain's default list grows with every call.
+                    importance_keys=[],
                 )
         else:
             train_logger = getattr(self.hparams, "train_logger", None)
@@ -283,17 +286,28 @@ class LaserBrain(sb.Brain):
         """Save the fine-tuned upstream in HF format (``save_pretrained`` + feature extractor).
 
         Written to ``<output_folder>/upstream_hf`` by default, loadable with
-        ``transformers.AutoModel.from_pretrained`` and by every recipe's upstream loader.
+        ``transformers.AutoModel.from_pretrained`` and by every recipe's upstream loader. When
+        SSFT trained adapters (``use_adapters``), the adapter set is also written alone to
+        ``lasersb_adapters.pt`` (``lasersb.models.adapters.load_adapters`` re-applies it).
         """
+        from lasersb.models.adapters import get_adapters, save_adapters
+
         folder = Path(folder or Path(self.hparams.output_folder) / "upstream_hf")
+        upstream = self.modules.upstream
+        with_adapters = bool(get_adapters(upstream.model))
 
         def _save():
             tmp = folder.with_name(folder.name + ".tmp")
-            self.modules.upstream.save_hf(tmp)
+            upstream.save_hf(tmp)
+            if with_adapters:
+                # The adapters' weights are also in the safetensors file (extra keys that plain
+                # transformers ignores); this small file re-applies them to the frozen model.
+                save_adapters(tmp / ADAPTERS_FILE, upstream.model)
             info = {
                 "source": str(getattr(self.hparams, "upstream_source", "")),
                 "optimizer_step": int(self.optimizer_step),
                 "method": "LASER SSFT",
+                "adapters": ADAPTERS_FILE if with_adapters else None,
             }
             (tmp / "lasersb_export.json").write_text(json.dumps(info, indent=2) + "\n")
             if folder.exists():

@@ -1,0 +1,257 @@
+"""LASER SSFT recipe on the mini corpus with tiny HuBERT and WavLM upstreams.
+
+One short fine-tuning run per upstream kind is shared by the checks: the SSFT loss on dev goes
+down, frozen parameters stay bit-identical while the trainable ones move, the exported upstream
+reloads with ``transformers.AutoModel`` to identical hidden states, and the alignment plot is
+drawn. A separate test kills a run with SIGKILL after its first intra-epoch checkpoint and checks
+that the re-run resumes there and ends where an uninterrupted run ends.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "LibriSpeech" / "ssft"
+MINI_HPARAMS = RECIPE / "hparams" / "laser_mini.yaml"
+
+sys.path.insert(0, str(RECIPE))
+
+
+def _overrides(mini_corpus, upstream, out, **extra):
+    values = {
+        "data_folder": str(mini_corpus / "LibriSpeech"),
+        "upstream_source": str(upstream),
+        "output_folder": str(out),
+        "train_splits": ["train-clean-100"],
+        "valid_splits": ["dev-clean"],
+        "total_steps": 12,
+        "warmup_steps": 2,
+        "ckpt_interval_steps": 4,
+        "valid_max_utterances": 4,
+        "batch_size": 4,
+    }
+    values.update(extra)
+    return values
+
+
+def _run_short_training(mini_corpus, upstream, out, **extra):
+    """Build the recipe's Brain, measure the dev loss, fine-tune, measure again."""
+    import train as laser_train
+
+    from lasersb.brains.laser import LaserBrain
+    from lasersb.config import load_hparams
+    from lasersb.data.pipelines import dataloader_options
+
+    hparams = load_hparams(MINI_HPARAMS, _overrides(mini_corpus, upstream, out, **extra))
+    Path(hparams["output_folder"]).mkdir(parents=True, exist_ok=True)
+    train_data, valid_data = laser_train.build_datasets(hparams)
+    brain = LaserBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts={"device": "cpu", "precision": "fp32", "noprogressbar": True},
+        checkpointer=hparams["checkpointer"],
+    )
+    valid_opts = dataloader_options(valid_data, batch_size=4)
+    before_params = {k: v.detach().clone() for k, v in brain.modules.state_dict().items()}
+    trainable = {n for n, p in brain.modules.named_parameters() if p.requires_grad}
+    loss_before = brain.evaluate(valid_data, test_loader_kwargs=dict(valid_opts))
+    brain.fit(
+        hparams["epoch_counter"],
+        train_data,
+        valid_data,
+        train_loader_kwargs=laser_train.train_loader_options(train_data, hparams),
+        valid_loader_kwargs=dict(valid_opts),
+    )
+    loss_after = brain.evaluate(valid_data, test_loader_kwargs=dict(valid_opts))
+    return {
+        "brain": brain,
+        "hparams": hparams,
+        "before": before_params,
+        "trainable": trainable,
+        "loss_before": loss_before,
+        "loss_after": loss_after,
+        "valid_data": valid_data,
+    }
+
+
+@pytest.fixture(scope="module", params=["hubert", "wavlm"])
+def trained(request, mini_corpus, tiny_upstreams, tmp_path_factory):
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp(f"laser_{request.param}")
+    extra = {"lr": 0.002, "total_steps": 16, "reg_alpha": 0.15 if request.param == "wavlm" else 0.4}
+    result = _run_short_training(mini_corpus, tiny_upstreams[request.param], out, **extra)
+    result["kind"] = request.param
+    return result
+
+
+def test_short_run_lowers_dev_loss(trained):
+    assert trained["brain"].optimizer_step == 16
+    assert trained["loss_after"] < trained["loss_before"], (
+        trained["loss_before"],
+        trained["loss_after"],
+    )
+
+
+def test_only_top_layers_and_projection_change(trained):
+    brain = trained["brain"]
+    after = brain.modules.state_dict()
+    num_layers = brain.modules.upstream.num_layers
+    top = {f"layers.{num_layers - 2}.", f"layers.{num_layers - 1}."}
+    changed_trainable = 0
+    for name, param in brain.modules.named_parameters():
+        if name in trained["trainable"]:
+            assert name.startswith("projection.") or any(t in name for t in top), name
+            changed_trainable += int(not torch.equal(param.detach(), trained["before"][name]))
+        else:
+            assert torch.equal(after[name], trained["before"][name]), f"frozen {name} changed"
+    # Every trainable tensor that receives gradient moves; at least most of them must.
+    assert changed_trainable >= 0.8 * len(trained["trainable"])
+    for name, buf in brain.modules.named_buffers():
+        assert torch.equal(buf, trained["before"][name]), f"buffer {name} changed"
+
+
+def test_export_round_trip_identical_hidden_states(trained):
+    from transformers import AutoModel
+
+    brain = trained["brain"]
+    folder = brain.export_upstream()
+    assert (folder / "config.json").is_file()
+    assert (folder / "preprocessor_config.json").is_file()
+    from lasersb.models.upstream import SSLUpstream
+
+    upstream = brain.modules.upstream.eval()
+    reloaded = SSLUpstream(folder, exact_padding=upstream.exact_padding).eval()
+    plain_hf = AutoModel.from_pretrained(folder).eval()
+    wav = torch.randn(1, 16000, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = upstream(wav, torch.ones(1))
+        again = reloaded(wav, torch.ones(1))
+        theirs = plain_hf(wav).last_hidden_state
+    for a, b in zip(ours.hidden_states, again.hidden_states):
+        assert torch.equal(a, b)
+    # Plain transformers (no attention mask passed) agrees up to float rounding.
+    torch.testing.assert_close(ours.last_hidden_state, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_alignment_plot_before_and_after(trained):
+    brain = trained["brain"]
+    wav = torch.randn(24000, generator=torch.Generator().manual_seed(2)) * 0.1
+    brain.record_alignment_before(wav)  # no-op after training: must not overwrite
+    assert not (Path(trained["hparams"]["output_folder"]) / "alignment_before.pt").exists()
+    align = brain.soft_alignment_of(wav)
+    assert align.dim() == 2 and torch.isfinite(align).all()
+    assert align[0, 0] > 0.5 and align[-1, -1] > 0.5  # both ends are always aligned
+    png = brain.plot_alignments(wav)
+    assert png.is_file() and png.stat().st_size > 1000
+
+
+def test_soft_dtw_alone_switch(mini_corpus, tiny_upstreams, tmp_path):
+    result = _run_short_training(
+        mini_corpus,
+        tiny_upstreams["hubert"],
+        tmp_path,
+        use_regulariser=False,
+        total_steps=2,
+        number_of_epochs=1,
+    )
+    assert result["brain"].train_stats["regulariser"] == 0.0
+
+
+def test_adapters_instead_of_top_layers(mini_corpus, tiny_upstreams, tmp_path):
+    from lasersb.models.adapters import add_adapters, get_adapters, load_adapters
+    from lasersb.models.upstream import SSLUpstream
+
+    result = _run_short_training(
+        mini_corpus,
+        tiny_upstreams["hubert"],
+        tmp_path,
+        trainable_layers=0,
+        use_adapters=True,
+        adapter_layers="top1",
+        adapter_bottleneck=8,
+        total_steps=3,
+        number_of_epochs=1,
+        lr=0.01,
+    )
+    brain = result["brain"]
+    assert all(
+        "bottleneck_adapters" in n or n.startswith("projection.") for n in result["trainable"]
+    )
+    after = brain.modules.state_dict()
+    for name, value in result["before"].items():
+        if "bottleneck_adapters" not in name and not name.startswith("projection."):
+            assert torch.equal(after[name], value), f"frozen {name} changed"
+    folder = brain.export_upstream()
+    fresh = SSLUpstream(tiny_upstreams["hubert"], exact_padding=True).eval()
+    add_adapters(fresh.model, layers="top1", bottleneck=8)
+    load_adapters(folder / "lasersb_adapters.pt", fresh.model)
+    assert set(get_adapters(fresh.model)) == set(get_adapters(brain.modules.upstream.model))
+    wav = 0.1 * torch.randn(1, 8000, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ours = brain.modules.upstream.eval()(wav).last_hidden_state
+        theirs = fresh(wav).last_hidden_state
+    torch.testing.assert_close(ours, theirs)
+
+
+def _train_cmd(mini_corpus, upstream, out):
+    cmd = [sys.executable, str(RECIPE / "train.py"), str(MINI_HPARAMS)]
+    values = _overrides(mini_corpus, upstream, out, total_steps=10, ckpt_interval_steps=3)
+    values.update({"number_of_epochs": 10, "device": "cpu"})
+    for key, value in values.items():
+        text = json.dumps(value) if isinstance(value, list) else str(value)
+        cmd.append(f"--{key}={text}")
+    cmd.append("--noprogressbar")
+    return cmd
+
+
+def _final_state(out):
+    from safetensors.torch import load_file
+
+    return load_file(str(next((Path(out) / "upstream_hf").glob("*.safetensors"))))
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(mini_corpus, tiny_upstreams, tmp_path):
+    env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
+    upstream = tiny_upstreams["hubert"]
+    full = tmp_path / "full"
+    subprocess.run(_train_cmd(mini_corpus, upstream, full), check=True, env=env, cwd=REPO)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _train_cmd(mini_corpus, upstream, killed), env=env, cwd=REPO, start_new_session=True
+    )
+    save = killed / "save"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if any(p.is_dir() and (p / "brain.ckpt").exists() for p in save.glob("CKPT+*")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved_steps = [
+        int(yaml.safe_load((p / "brain.ckpt").read_text())["optimizer_step"])
+        for p in save.glob("CKPT+*")
+        if (p / "brain.ckpt").is_file()
+    ]
+    assert not (killed / "ssft_summary.json").exists()
+
+    subprocess.run(_train_cmd(mini_corpus, upstream, killed), check=True, env=env, cwd=REPO)
+    summary = json.loads((killed / "ssft_summary.json").read_text())
+    assert summary["optimizer_steps"] == 10
+    assert saved_steps and max(saved_steps) < 10, saved_steps
+    full_state, resumed_state = _final_state(full), _final_state(killed)
+    # Same RNG draws and data order; what remains is float rounding (measured <= 1.2e-7 on
+    # weights, 5e-7 on the key-projection biases, whose true gradient is zero).
+    for name, value in full_state.items():
+        torch.testing.assert_close(resumed_state[name], value, rtol=1e-5, atol=1e-6, msg=name)
