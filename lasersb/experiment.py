@@ -48,6 +48,9 @@ def resolve_run_opts(run_opts, hparams: dict):
     >>> opts = resolve_run_opts(opts, {"precision": "bf16", "max_grad_norm": 1.0})
     >>> opts.precision, sorted(opts.overridden_args)
     ('fp32', ['device', 'precision'])
+    >>> _, opts, _ = RunOptions.from_command_line_args(["x.yaml", "--optimizer_step_limit=5"])
+    >>> resolve_run_opts(opts, {}).optimizer_step_limit
+    5
     """
     from speechbrain.utils.distributed import infer_device
     from speechbrain.utils.run_opts import RunOptions
@@ -55,11 +58,16 @@ def resolve_run_opts(run_opts, hparams: dict):
     if isinstance(run_opts, dict):
         run_opts = RunOptions.from_dictionary(run_opts)
     overridden = set(run_opts.overridden_args)
+    changes = {}
+    # SpeechBrain's parser leaves some numeric options as text ("--optimizer_step_limit=100").
+    for field in dataclasses.fields(run_opts):
+        value = getattr(run_opts, field.name)
+        if isinstance(value, str) and any(t in str(field.type) for t in ("int", "float")):
+            changes[field.name] = int(value) if "int" in str(field.type) else float(value)
     device = run_opts.device or infer_device()
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         logger.warning("CUDA requested but not available: running on the CPU.")
         device = "cpu"
-    changes = {}
     if device != run_opts.device:
         changes["device"] = device
         overridden.add("device")
