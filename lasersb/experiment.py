@@ -63,7 +63,10 @@ def resolve_run_opts(run_opts, hparams: dict):
     for field in dataclasses.fields(run_opts):
         value = getattr(run_opts, field.name)
         if isinstance(value, str) and any(t in str(field.type) for t in ("int", "float")):
-            changes[field.name] = int(value) if "int" in str(field.type) else float(value)
+            try:
+                changes[field.name] = int(value) if "int" in str(field.type) else float(value)
+            except ValueError:
+                pass  # not a number ("None"...): SpeechBrain reports it
     device = run_opts.device or infer_device()
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         logger.warning("CUDA requested but not available: running on the CPU.")
