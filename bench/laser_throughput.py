@@ -56,7 +56,8 @@ def build(device, hidden_size=768, num_layers=12, trainable_layers=2):
     Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=False).save_pretrained(
         folder
     )
-    upstream = SSLUpstream(str(folder), trainable_layers=trainable_layers).to(device)
+    upstream = SSLUpstream(str(folder), trainable_layers=trainable_layers, exact_padding=True)
+    upstream = upstream.to(device)
     projection = NormalisedProjection(upstream.hidden_size, 256).to(device)
     views = LaserViews(speed_factors=(0.9, 1.0, 1.1), semitones=(-2, 2))
     params = [p for m in (upstream, projection) for p in m.parameters() if p.requires_grad]
