@@ -7,6 +7,8 @@
   :func:`evaluate_verification`: embeddings of every utterance of a trial list (full length),
   cosine scoring with optional mean subtraction and adaptive s-norm against a cohort, EER and
   normalised minDCF, score file, ``results.json``/``results.md`` and a DET plot.
+- :func:`prepare_speaker_manifests`, :func:`speaker_train_loader` and
+  :func:`score_trial_lists`: the steps the DINO and x-vector ``train.py`` share.
 """
 
 from __future__ import annotations
@@ -492,6 +494,101 @@ def cohort_from_manifest(csv_path, size: int = 1000, seed: int = 0) -> dict:
                 cohort[utt] = wav
         depth += 1
     return cohort
+
+
+# ---------------------------------------------------------------------------- recipe steps
+
+
+def prepare_speaker_manifests(hparams: dict) -> dict:
+    """Write a VoxCeleb recipe's manifests and trial lists (main process only); return paths.
+
+    Calls ``data_prep.voxceleb_prepare.prepare_voxceleb`` with the recipe's hparams (keys
+    ``data_folder``, ``manifest_folder``, ``vox2_folder``, ``trial_lists``, ``meta_file``,
+    ``use_vox1_dev``, ``dev_fraction``, ``min_duration``, ``convert_m4a``, ``skip_bad_files``)
+    under ``run_on_main``, then again on every process to read the (idempotent) result.
+
+    Example
+    -------
+    >>> manifests = prepare_speaker_manifests(hparams)  # doctest: +SKIP
+    >>> sorted(manifests)  # doctest: +SKIP
+    ['dev', 'train', 'trials']
+    """
+    from speechbrain.utils.distributed import run_on_main
+
+    from data_prep.voxceleb_prepare import prepare_voxceleb
+
+    kwargs = {
+        "data_folder": hparams["data_folder"],
+        "save_folder": hparams["manifest_folder"],
+        "vox2_folder": hparams["vox2_folder"],
+        "trial_lists": hparams["trial_lists"],
+        "meta_file": hparams["meta_file"],
+        "use_vox1_dev": hparams["use_vox1_dev"],
+        "dev_fraction": hparams["dev_fraction"],
+        "min_duration": hparams["min_duration"],
+        "convert_m4a": hparams["convert_m4a"],
+        "skip_bad_files": hparams["skip_bad_files"],
+    }
+    run_on_main(prepare_voxceleb, kwargs=kwargs)
+    return prepare_voxceleb(**kwargs)
+
+
+def speaker_train_loader(dataset, hparams: dict) -> dict:
+    """Training loader options of a speaker recipe: shuffled, seeded, full batches only.
+
+    ``batch_size``, ``num_workers`` and ``seed`` come from ``hparams``; the last incomplete
+    batch is dropped unless the dataset holds no more than one batch.
+
+    Example
+    -------
+    >>> opts = speaker_train_loader(list(range(10)), {"batch_size": 4, "num_workers": 0,
+    ...                                               "seed": 0})
+    >>> opts["batch_size"], opts["shuffle"], opts["drop_last"]
+    (4, True, True)
+    """
+    from lasersb.data.pipelines import dataloader_options
+
+    options = dataloader_options(
+        dataset,
+        batch_size=hparams["batch_size"],
+        shuffle=True,
+        num_workers=hparams["num_workers"],
+        seed=hparams["seed"],
+    )
+    options["drop_last"] = len(dataset) > hparams["batch_size"]
+    return options
+
+
+def score_trial_lists(model, hparams: dict, manifests: dict, device="cpu", name="system") -> dict:
+    """Score every trial list of ``manifests`` with ``model``: ``{trials name: results}``.
+
+    The cohort (mean subtraction and AS-norm) is ``cohort_size`` utterances of the training
+    manifest (:func:`cohort_from_manifest`); each list is evaluated by
+    :func:`evaluate_verification` into ``<eval_folder>/<trials name>/``, with ``snorm_top_n``,
+    ``eval_batch_size``, ``eval_max_seconds`` and ``sample_rate`` from ``hparams``.
+
+    Example
+    -------
+    >>> score_trial_lists(brain.embedding_model(), hparams, manifests,
+    ...                   device=brain.device, name="DINO")  # doctest: +SKIP
+    """
+    cohort = cohort_from_manifest(manifests["train"], hparams["cohort_size"], hparams["seed"])
+    results = {}
+    for trials_name, trials in manifests["trials"].items():
+        results[trials_name] = evaluate_verification(
+            model,
+            trials,
+            Path(hparams["data_folder"]) / "wav",
+            Path(hparams["eval_folder"]) / trials_name,
+            cohort_paths=cohort,
+            device=device,
+            snorm_top_n=hparams["snorm_top_n"],
+            batch_size=hparams["eval_batch_size"],
+            max_seconds=hparams["eval_max_seconds"],
+            sample_rate=hparams["sample_rate"],
+            name=name,
+        )
+    return results
 
 
 def main(argv=None) -> int:

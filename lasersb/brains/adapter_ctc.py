@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
+from lasersb.brains.superb import batch_ctc_loss
 from lasersb.decoding import ctc_greedy_decode
 from lasersb.metrics.error_rates import ErrorRateTracker
 from lasersb.models import adapters as adapter_lib
@@ -246,18 +247,8 @@ class AdapterCTCBrain(sb.Brain):
     def compute_objectives(self, predictions, batch, stage):
         """CTC loss (mean of per-utterance losses divided by target lengths)."""
         log_probs, frame_lens = predictions
-        tokens, token_rel_lens = batch.tokens
-        token_lens = (token_rel_lens * tokens.shape[1]).round().long()
         tokenizer = self.hparams.tokenizer
-        loss = F.ctc_loss(
-            log_probs.transpose(0, 1),
-            tokens,
-            frame_lens.cpu(),
-            token_lens.cpu(),
-            blank=tokenizer.blank_index,
-            reduction="mean",
-            zero_infinity=True,
-        )
+        loss = batch_ctc_loss(log_probs, frame_lens, batch.tokens, tokenizer.blank_index)
         if stage != sb.Stage.TRAIN:
             ids = ctc_greedy_decode(log_probs, frame_lens, tokenizer.blank_index)
             texts = [tokenizer.decode(seq) for seq in ids]

@@ -75,6 +75,42 @@ def add_ctc_targets(datasets, tokenizer, target_key: str, output_keys=None):
     sb.dataio.dataset.set_output_keys(datasets, output_keys)
 
 
+def batch_ctc_loss(log_probs, frame_lens, tokens, blank_index: int) -> torch.Tensor:
+    """CTC loss of a batch: mean over utterances of each loss divided by its target length.
+
+    Arguments
+    ---------
+    log_probs : torch.Tensor
+        ``(B, T, V)`` log-probabilities.
+    frame_lens : torch.Tensor
+        ``(B,)`` valid frames of each utterance.
+    tokens : tuple of torch.Tensor
+        The batch's padded ``tokens`` item (from :func:`add_ctc_targets`): ``(targets (B, L),
+        relative lengths (B,))``.
+    blank_index : int
+        The tokenizer's blank.
+
+    Example
+    -------
+    >>> log_probs = torch.randn(2, 6, 5).log_softmax(-1)
+    >>> tokens = (torch.tensor([[1, 2, 3], [4, 1, 0]]), torch.tensor([1.0, 2 / 3]))
+    >>> loss = batch_ctc_loss(log_probs, torch.tensor([6, 5]), tokens, blank_index=0)
+    >>> loss.shape, bool(loss > 0)
+    (torch.Size([]), True)
+    """
+    targets, token_rel_lens = tokens
+    token_lens = (token_rel_lens * targets.shape[1]).round().long()
+    return F.ctc_loss(
+        log_probs.transpose(0, 1),
+        targets,
+        frame_lens.cpu(),
+        token_lens.cpu(),
+        blank=blank_index,
+        reduction="mean",
+        zero_infinity=True,
+    )
+
+
 def available_splits(data_folder, splits) -> list[str]:
     """The splits of ``splits`` present as folders of ``data_folder`` (others are logged).
 
@@ -336,17 +372,8 @@ class SuperbCTCBrain(sb.Brain):
     def compute_objectives(self, predictions, batch, stage):
         """CTC loss (mean over the batch of per-utterance losses / target lengths)."""
         log_probs, frame_lens = predictions
-        tokens, token_rel_lens = batch.tokens
-        token_lens = (token_rel_lens * tokens.shape[1]).round().long()
-        tokenizer = self.hparams.tokenizer
-        loss = F.ctc_loss(
-            log_probs.transpose(0, 1),
-            tokens,
-            frame_lens.cpu(),
-            token_lens.cpu(),
-            blank=tokenizer.blank_index,
-            reduction="mean",
-            zero_infinity=True,
+        loss = batch_ctc_loss(
+            log_probs, frame_lens, batch.tokens, self.hparams.tokenizer.blank_index
         )
         if stage != sb.Stage.TRAIN:
             self._score(batch, log_probs, frame_lens, stage)
@@ -521,3 +548,48 @@ class SuperbCTCBrain(sb.Brain):
             folder.mkdir(parents=True, exist_ok=True)
             (folder / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
         return results
+
+
+def run_superb_recipe(argv) -> dict | None:
+    """Run one SUPERB CTC recipe (ASR or PR) from its command line: the body of its train.py.
+
+    Parses ``argv`` like ``sb.parse_arguments`` (:func:`lasersb.experiment.setup_experiment`),
+    prepares the LibriSpeech manifests on the main process, builds the datasets and the
+    optional feature cache / beam decoder, then trains :class:`SuperbCTCBrain` (resuming from
+    the last checkpoint; with ``--test_only`` only the evaluation runs) and evaluates the
+    selected checkpoint on every evaluation split.
+
+    Returns the content of ``results.json``, or ``None`` when ``evaluate_after_training`` is
+    false and ``--test_only`` is not given (train only).
+
+    Example
+    -------
+    >>> run_superb_recipe(["recipes/SUPERB/pr/hparams/pr_mini.yaml",
+    ...                    "--data_folder=/data/LibriSpeech"])  # doctest: +SKIP
+    """
+    from speechbrain.utils.distributed import run_on_main
+
+    from lasersb.experiment import setup_experiment
+
+    hparams, run_opts = setup_experiment(argv)
+    manifests = run_on_main(prepare_superb_data, kwargs={"hparams": hparams})
+    data = superb_datasets(hparams, manifests)
+    attach_optional_components(hparams)
+    brain = SuperbCTCBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    # Resumes from the last checkpoint; with --test_only, only the evaluation runs.
+    brain.fit(
+        hparams["epoch_counter"],
+        data["train"],
+        data["dev"],
+        train_loader_kwargs=data["train_loader"],
+        valid_loader_kwargs=data["eval_loader"],
+    )
+    if not hparams["evaluate_after_training"] and not run_opts.get("test_only"):
+        return None
+    return brain.evaluate_splits(data["eval"], loader_kwargs=data["eval_loader"])

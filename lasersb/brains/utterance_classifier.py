@@ -19,7 +19,8 @@ posteriors of its consecutive chunks are averaged.
 
 Public pieces: :class:`EmbeddingClassifier` (trunk + head, with the freezing logic),
 :func:`load_or_init_embedding_model`, :func:`classification_dataset`, :func:`chunk_posteriors`,
-:func:`aggregate_posteriors` and :class:`UtteranceClassifierBrain`.
+:func:`aggregate_posteriors`, :class:`UtteranceClassifierBrain` and the recipe steps
+:func:`fit_and_test` and :func:`transfer_settings` (shared by the IEMOCAP and ADReSS recipes).
 """
 
 from __future__ import annotations
@@ -619,3 +620,69 @@ class UtteranceClassifierBrain(sb.Brain):
             lines.append(f"{uid},{classes[target]},{classes[best]},{cells}")
         with open(path, "w", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------- recipe steps
+def fit_and_test(hparams: dict, run_opts: dict, manifests: dict):
+    """Fine-tune on ``manifests["train"]``, then test on ``manifests["test"]``: the recipe body.
+
+    Builds the :func:`classification_dataset` of each manifest (the test set sorted by
+    duration), the :class:`UtteranceClassifierBrain` from ``hparams`` (``modules``,
+    ``opt_class``, ``checkpointer``), trains with shuffled, seeded batches of ``batch_size``
+    (resuming from the last checkpoint) and evaluates in batches of ``eval_batch_size``.
+    Used by the IEMOCAP and ADReSS recipes. Returns ``(brain, test report)``.
+
+    Example
+    -------
+    >>> brain, report = fit_and_test(hparams, run_opts, manifests)  # doctest: +SKIP
+    >>> report["ua"]  # doctest: +SKIP
+    0.62
+    """
+    from lasersb.data.pipelines import dataloader_options
+
+    classes = hparams["classes"]
+    train_data = classification_dataset(
+        manifests["train"], classes, sample_rate=hparams["sample_rate"]
+    )
+    test_data = classification_dataset(
+        manifests["test"], classes, sample_rate=hparams["sample_rate"], sort="ascending"
+    )
+    brain = UtteranceClassifierBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    train_loader = dataloader_options(
+        train_data,
+        batch_size=hparams["batch_size"],
+        shuffle=True,
+        num_workers=hparams["num_workers"],
+        seed=hparams["seed"],
+    )
+    brain.fit(hparams["epoch_counter"], train_data, train_loader_kwargs=train_loader)
+    test_loader = dataloader_options(test_data, batch_size=hparams["eval_batch_size"])
+    report = brain.evaluate(test_data, test_loader_kwargs=test_loader)
+    return brain, report
+
+
+def transfer_settings(hparams: dict) -> dict:
+    """The settings a transfer run records next to its scores in ``results.json``.
+
+    Example
+    -------
+    >>> class Model:
+    ...     checkpoint_meta = {"source": "dino"}
+    >>> transfer_settings({"schedule": "two_stage", "chunk_seconds": 3.0,
+    ...                    "eval_chunk_seconds": None, "embedding_model": Model(),
+    ...                    "embedding_checkpoint": "ckpt"})["embedding_source"]
+    'dino'
+    """
+    return {
+        "schedule": hparams["schedule"],
+        "chunk_seconds": hparams["chunk_seconds"],
+        "eval_chunk_seconds": hparams["eval_chunk_seconds"],
+        "embedding_source": hparams["embedding_model"].checkpoint_meta.get("source", "unknown"),
+        "embedding_checkpoint": str(hparams["embedding_checkpoint"]),
+    }

@@ -140,11 +140,9 @@ def find_encoder_layers(model) -> nn.ModuleList:
 
     Example
     -------
-    >>> from transformers import HubertConfig, HubertModel
-    >>> cfg = HubertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-    ...                    intermediate_size=32, conv_dim=(8,), conv_kernel=(10,),
-    ...                    conv_stride=(5,), num_conv_pos_embeddings=4,
-    ...                    num_conv_pos_embedding_groups=2)
+    >>> from transformers import HubertModel
+    >>> from lasersb.models.tiny_upstream import tiny_config
+    >>> cfg = tiny_config("hubert", hidden_size=16, num_layers=2, conv_dim=8)
     >>> len(find_encoder_layers(HubertModel(cfg)))
     2
     """
@@ -261,11 +259,9 @@ def add_adapters(
 
     Example
     -------
-    >>> from transformers import WavLMConfig, WavLMModel
-    >>> cfg = WavLMConfig(hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
-    ...                   intermediate_size=32, conv_dim=(8,), conv_kernel=(10,),
-    ...                   conv_stride=(5,), num_conv_pos_embeddings=4,
-    ...                   num_conv_pos_embedding_groups=2, num_buckets=8)
+    >>> from transformers import WavLMModel
+    >>> from lasersb.models.tiny_upstream import tiny_config
+    >>> cfg = tiny_config("wavlm", hidden_size=16, num_layers=3, conv_dim=8, num_buckets=8)
     >>> model = WavLMModel(cfg).eval()
     >>> wav = torch.randn(1, 400)
     >>> before = model(wav).last_hidden_state
@@ -341,12 +337,9 @@ def insert_trainable_adapters(model, enabled=True, layer_norms=False, **adapter_
 
     Example
     -------
-    >>> from transformers import HubertConfig, HubertModel
-    >>> cfg = HubertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-    ...                    intermediate_size=32, conv_dim=(8,), conv_kernel=(10,),
-    ...                    conv_stride=(5,), num_conv_pos_embeddings=4,
-    ...                    num_conv_pos_embedding_groups=2)
-    >>> model = HubertModel(cfg)
+    >>> from transformers import HubertModel
+    >>> from lasersb.models.tiny_upstream import tiny_config
+    >>> model = HubertModel(tiny_config("hubert", hidden_size=16, num_layers=2, conv_dim=8))
     >>> len(insert_trainable_adapters(model, enabled=False))
     0
     >>> adapters = insert_trainable_adapters(model, layers="top1", bottleneck=4)
@@ -360,26 +353,28 @@ def insert_trainable_adapters(model, enabled=True, layer_norms=False, **adapter_
     return adapters
 
 
+def _adapter_stores(model):
+    """Yield ``(index, layer, {position: adapter})`` for each encoder layer holding adapters."""
+    for index, layer in enumerate(find_encoder_layers(model)):
+        store = getattr(layer, ADAPTER_ATTRIBUTE, None)
+        if store is not None:
+            yield index, layer, store
+
+
 def get_adapters(model) -> dict[str, BottleneckAdapter]:
     """Return the inserted adapters keyed ``"layers.<index>.<position>"``.
 
     Example
     -------
-    >>> from transformers import HubertConfig, HubertModel
-    >>> cfg = HubertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-    ...                    intermediate_size=32, conv_dim=(8,), conv_kernel=(10,),
-    ...                    conv_stride=(5,), num_conv_pos_embeddings=4,
-    ...                    num_conv_pos_embedding_groups=2)
-    >>> model = HubertModel(cfg)
+    >>> from transformers import HubertModel
+    >>> from lasersb.models.tiny_upstream import tiny_config
+    >>> model = HubertModel(tiny_config("hubert", hidden_size=16, num_layers=2, conv_dim=8))
     >>> _ = add_adapters(model, layers=[0], bottleneck=4)
     >>> list(get_adapters(model))
     ['layers.0.attention', 'layers.0.feed_forward']
     """
     found = {}
-    for index, layer in enumerate(find_encoder_layers(model)):
-        store = getattr(layer, ADAPTER_ATTRIBUTE, None)
-        if store is None:
-            continue
+    for index, _, store in _adapter_stores(model):
         for position in POSITIONS:
             if position in store:
                 found[f"layers.{index}.{position}"] = store[position]
@@ -391,21 +386,15 @@ def remove_adapters(model) -> int:
 
     Example
     -------
-    >>> from transformers import Wav2Vec2Config, Wav2Vec2Model
-    >>> cfg = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-    ...                      intermediate_size=32, conv_dim=(8,), conv_kernel=(10,),
-    ...                      conv_stride=(5,), num_conv_pos_embeddings=4,
-    ...                      num_conv_pos_embedding_groups=2)
-    >>> model = Wav2Vec2Model(cfg)
+    >>> from transformers import Wav2Vec2Model
+    >>> from lasersb.models.tiny_upstream import tiny_config
+    >>> model = Wav2Vec2Model(tiny_config("wav2vec2", hidden_size=16, num_layers=2, conv_dim=8))
     >>> _ = add_adapters(model, bottleneck=4)
     >>> remove_adapters(model), len(get_adapters(model))
     (4, 0)
     """
     removed = 0
-    for layer in find_encoder_layers(model):
-        store = getattr(layer, ADAPTER_ATTRIBUTE, None)
-        if store is None:
-            continue
+    for _, layer, store in _adapter_stores(model):
         adapters = {id(a) for a in store.values()}
         for position in POSITIONS:
             hooks = getattr(layer, position)._forward_hooks
@@ -423,12 +412,9 @@ def adapter_config(model) -> dict:
 
     Example
     -------
-    >>> from transformers import HubertConfig, HubertModel
-    >>> cfg = HubertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-    ...                    intermediate_size=32, conv_dim=(8,), conv_kernel=(10,),
-    ...                    conv_stride=(5,), num_conv_pos_embeddings=4,
-    ...                    num_conv_pos_embedding_groups=2)
-    >>> model = HubertModel(cfg)
+    >>> from transformers import HubertModel
+    >>> from lasersb.models.tiny_upstream import tiny_config
+    >>> model = HubertModel(tiny_config("hubert", hidden_size=16, num_layers=2, conv_dim=8))
     >>> _ = add_adapters(model, layers=[1], bottleneck=4, positions="feed_forward")
     >>> adapter_config(model)["layers"], adapter_config(model)["positions"]
     ([1], ['feed_forward'])
@@ -453,12 +439,9 @@ def adapter_state_dict(model) -> dict[str, torch.Tensor]:
 
     Example
     -------
-    >>> from transformers import HubertConfig, HubertModel
-    >>> cfg = HubertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-    ...                    intermediate_size=32, conv_dim=(8,), conv_kernel=(10,),
-    ...                    conv_stride=(5,), num_conv_pos_embeddings=4,
-    ...                    num_conv_pos_embedding_groups=2)
-    >>> model = HubertModel(cfg)
+    >>> from transformers import HubertModel
+    >>> from lasersb.models.tiny_upstream import tiny_config
+    >>> model = HubertModel(tiny_config("hubert", hidden_size=16, num_layers=2, conv_dim=8))
     >>> _ = add_adapters(model, layers={"top": 1}, bottleneck=4, positions=["attention"])
     >>> sorted(adapter_state_dict(model))
     ['layers.1.attention.down_proj.bias', 'layers.1.attention.down_proj.weight', \
@@ -488,12 +471,9 @@ def load_adapter_state_dict(model, state_dict, strict=True) -> None:
 
     Example
     -------
-    >>> from transformers import HubertConfig, HubertModel
-    >>> cfg = HubertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-    ...                    intermediate_size=32, conv_dim=(8,), conv_kernel=(10,),
-    ...                    conv_stride=(5,), num_conv_pos_embeddings=4,
-    ...                    num_conv_pos_embedding_groups=2)
-    >>> model = HubertModel(cfg)
+    >>> from transformers import HubertModel
+    >>> from lasersb.models.tiny_upstream import tiny_config
+    >>> model = HubertModel(tiny_config("hubert", hidden_size=16, num_layers=2, conv_dim=8))
     >>> _ = add_adapters(model, bottleneck=4)
     >>> state = {k: torch.ones_like(v) for k, v in adapter_state_dict(model).items()}
     >>> load_adapter_state_dict(model, state)
@@ -535,11 +515,9 @@ def layer_norm_state_dict(model) -> dict[str, torch.Tensor]:
 
     Example
     -------
-    >>> from transformers import HubertConfig, HubertModel
-    >>> cfg = HubertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-    ...                    intermediate_size=32, conv_dim=(8,), conv_kernel=(10,),
-    ...                    conv_stride=(5,), num_conv_pos_embeddings=4,
-    ...                    num_conv_pos_embedding_groups=2)
+    >>> from transformers import HubertModel
+    >>> from lasersb.models.tiny_upstream import tiny_config
+    >>> cfg = tiny_config("hubert", hidden_size=16, num_layers=1, conv_dim=8)
     >>> sorted(layer_norm_state_dict(HubertModel(cfg)))[:2]
     ['layer_norms.0.bias', 'layer_norms.0.weight']
     """
@@ -588,11 +566,9 @@ def save_adapters(path, model, head=None, extra=None, layer_norms=False):
     Example
     -------
     >>> import tempfile, pathlib
-    >>> from transformers import HubertConfig, HubertModel
-    >>> cfg = HubertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-    ...                    intermediate_size=32, conv_dim=(8,), conv_kernel=(10,),
-    ...                    conv_stride=(5,), num_conv_pos_embeddings=4,
-    ...                    num_conv_pos_embedding_groups=2)
+    >>> from transformers import HubertModel
+    >>> from lasersb.models.tiny_upstream import tiny_config
+    >>> cfg = tiny_config("hubert", hidden_size=16, num_layers=2, conv_dim=8)
     >>> model, head = HubertModel(cfg), nn.Linear(16, 5)
     >>> _ = add_adapters(model, bottleneck=4)
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "task.adapters.pt"
@@ -669,11 +645,9 @@ def encoder_layer_norms(model) -> nn.ModuleList:
 
     Example
     -------
-    >>> from transformers import HubertConfig, HubertModel
-    >>> cfg = HubertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-    ...                    intermediate_size=32, conv_dim=(8,), conv_kernel=(10,),
-    ...                    conv_stride=(5,), num_conv_pos_embeddings=4,
-    ...                    num_conv_pos_embedding_groups=2)
+    >>> from transformers import HubertModel
+    >>> from lasersb.models.tiny_upstream import tiny_config
+    >>> cfg = tiny_config("hubert", hidden_size=16, num_layers=2, conv_dim=8)
     >>> len(encoder_layer_norms(HubertModel(cfg)))  # projection, encoder, 2 x 2 per layer
     6
     """
@@ -708,11 +682,9 @@ def mark_trainable(model, adapters=True, layer_norms=False, extra_modules=()) ->
 
     Example
     -------
-    >>> from transformers import HubertConfig, HubertModel
-    >>> cfg = HubertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-    ...                    intermediate_size=32, conv_dim=(8,), conv_kernel=(10,),
-    ...                    conv_stride=(5,), num_conv_pos_embeddings=4,
-    ...                    num_conv_pos_embedding_groups=2)
+    >>> from transformers import HubertModel
+    >>> from lasersb.models.tiny_upstream import tiny_config
+    >>> cfg = tiny_config("hubert", hidden_size=16, num_layers=2, conv_dim=8)
     >>> model, head = HubertModel(cfg), nn.Linear(16, 5)
     >>> _ = add_adapters(model, bottleneck=4)
     >>> mark_trainable(model, extra_modules=[head])  # 4 adapters x 148 + 85

@@ -25,11 +25,10 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from data_prep.adress_prepare import prepare_adress
 from lasersb.brains.utterance_classifier import (
-    UtteranceClassifierBrain,
     aggregate_posteriors,
-    classification_dataset,
+    fit_and_test,
+    transfer_settings,
 )
-from lasersb.data.pipelines import dataloader_options
 from lasersb.experiment import setup_experiment
 from lasersb.metrics.classification import classification_report
 
@@ -75,46 +74,15 @@ def main(argv):
     hparams, run_opts = setup_experiment(argv)
     manifests = prepare(hparams)
     classes = hparams["classes"]
-    train_data = classification_dataset(
-        manifests["train"], classes, sample_rate=hparams["sample_rate"]
-    )
-    test_data = classification_dataset(
-        manifests["test"], classes, sample_rate=hparams["sample_rate"], sort="ascending"
-    )
-    brain = UtteranceClassifierBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    train_loader = dataloader_options(
-        train_data,
-        batch_size=hparams["batch_size"],
-        shuffle=True,
-        num_workers=hparams["num_workers"],
-        seed=hparams["seed"],
-    )
-    brain.fit(hparams["epoch_counter"], train_data, train_loader_kwargs=train_loader)
-    test_loader = dataloader_options(test_data, batch_size=hparams["eval_batch_size"])
-    report = brain.evaluate(test_data, test_loader_kwargs=test_loader)
+    brain, report = fit_and_test(hparams, run_opts, manifests)
     if hparams["use_chunks"]:
         report = subject_report(brain.test_predictions, manifests["test"], classes)
     results = {
         key: report[key] for key in ("accuracy", "f1", "precision", "recall", "macro_f1", "ua")
     }
-    results.update(
-        {
-            "num_test_subjects": report["num_utterances"],
-            "schedule": hparams["schedule"],
-            "chunk_seconds": hparams["chunk_seconds"],
-            "eval_chunk_seconds": hparams["eval_chunk_seconds"],
-            "use_chunks": hparams["use_chunks"],
-            "embedding_source": hparams["embedding_model"].checkpoint_meta.get("source", "unknown"),
-            "embedding_checkpoint": str(hparams["embedding_checkpoint"]),
-            "report": report,
-        }
-    )
+    results["num_test_subjects"] = report["num_utterances"]
+    results.update(transfer_settings(hparams))
+    results.update({"use_chunks": hparams["use_chunks"], "report": report})
     output_folder = Path(hparams["output_folder"])
     if if_main_process():
         brain.save_predictions(output_folder / "predictions.csv")

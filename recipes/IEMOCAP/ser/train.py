@@ -27,9 +27,8 @@ import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from data_prep.iemocap_prepare import prepare_iemocap
-from lasersb.brains.utterance_classifier import UtteranceClassifierBrain, classification_dataset
+from lasersb.brains.utterance_classifier import fit_and_test, transfer_settings
 from lasersb.config import hparam_value
-from lasersb.data.pipelines import dataloader_options
 from lasersb.experiment import setup_experiment
 from lasersb.metrics.classification import folds_markdown_table, summarise_folds
 
@@ -61,41 +60,14 @@ def run_fold(argv):
         logger.info("Fold %d already done: %s", fold, results_path)
         return json.loads(results_path.read_text(encoding="utf-8"))
     manifests = prepare(hparams)["folds"][fold]
-    classes = hparams["classes"]
-    train_data = classification_dataset(
-        manifests["train"], classes, sample_rate=hparams["sample_rate"]
-    )
-    test_data = classification_dataset(
-        manifests["test"], classes, sample_rate=hparams["sample_rate"], sort="ascending"
-    )
-    brain = UtteranceClassifierBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    train_loader = dataloader_options(
-        train_data,
-        batch_size=hparams["batch_size"],
-        shuffle=True,
-        num_workers=hparams["num_workers"],
-        seed=hparams["seed"],
-    )
-    brain.fit(hparams["epoch_counter"], train_data, train_loader_kwargs=train_loader)
-    test_loader = dataloader_options(test_data, batch_size=hparams["eval_batch_size"])
-    report = brain.evaluate(test_data, test_loader_kwargs=test_loader)
+    brain, report = fit_and_test(hparams, run_opts, manifests)
     results = {
         "fold": fold,
         "test_session": fold,
         "ua": report["ua"],
         "wa": report["wa"],
         "macro_f1": report["macro_f1"],
-        "schedule": hparams["schedule"],
-        "chunk_seconds": hparams["chunk_seconds"],
-        "eval_chunk_seconds": hparams["eval_chunk_seconds"],
-        "embedding_source": hparams["embedding_model"].checkpoint_meta.get("source", "unknown"),
-        "embedding_checkpoint": str(hparams["embedding_checkpoint"]),
+        **transfer_settings(hparams),
         "report": report,
     }
     if if_main_process():

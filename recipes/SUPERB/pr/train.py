@@ -14,41 +14,12 @@ Run from the repository root:
 
 import sys
 
-from speechbrain.utils.distributed import run_on_main
-
-from lasersb.brains.superb import (
-    SuperbCTCBrain,
-    attach_optional_components,
-    prepare_superb_data,
-    superb_datasets,
-)
-from lasersb.experiment import setup_experiment
+from lasersb.brains.superb import run_superb_recipe
 
 
 def main(argv):
     """Prepare, train, select on dev, evaluate; returns the content of results.json."""
-    hparams, run_opts = setup_experiment(argv)
-    manifests = run_on_main(prepare_superb_data, kwargs={"hparams": hparams})
-    data = superb_datasets(hparams, manifests)
-    attach_optional_components(hparams)
-    brain = SuperbCTCBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    # Resumes from the last checkpoint; with --test_only, only the evaluation runs.
-    brain.fit(
-        hparams["epoch_counter"],
-        data["train"],
-        data["dev"],
-        train_loader_kwargs=data["train_loader"],
-        valid_loader_kwargs=data["eval_loader"],
-    )
-    if not hparams["evaluate_after_training"] and not run_opts.get("test_only"):
-        return None
-    return brain.evaluate_splits(data["eval"], loader_kwargs=data["eval_loader"])
+    return run_superb_recipe(argv)
 
 
 if __name__ == "__main__":

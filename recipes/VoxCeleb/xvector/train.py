@@ -20,42 +20,24 @@ from pathlib import Path
 
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from data_prep.voxceleb_prepare import prepare_voxceleb
 from lasersb.brains.xvector import XvectorBrain
 from lasersb.data.pipelines import dataloader_options
 from lasersb.experiment import setup_experiment
 from lasersb.speaker_scoring import (
-    cohort_from_manifest,
-    evaluate_verification,
+    prepare_speaker_manifests,
+    score_trial_lists,
     speaker_dataset,
     speaker_label_encoder,
+    speaker_train_loader,
 )
 
 logger = logging.getLogger(__name__)
 
 
-def prepare(hparams):
-    """Write the manifests and trial lists (main process only); return their paths."""
-    kwargs = {
-        "data_folder": hparams["data_folder"],
-        "save_folder": hparams["manifest_folder"],
-        "vox2_folder": hparams["vox2_folder"],
-        "trial_lists": hparams["trial_lists"],
-        "meta_file": hparams["meta_file"],
-        "use_vox1_dev": hparams["use_vox1_dev"],
-        "dev_fraction": hparams["dev_fraction"],
-        "min_duration": hparams["min_duration"],
-        "convert_m4a": hparams["convert_m4a"],
-        "skip_bad_files": hparams["skip_bad_files"],
-    }
-    run_on_main(prepare_voxceleb, kwargs=kwargs)
-    return prepare_voxceleb(**kwargs)
-
-
 def main(argv):
     """Prepare, train, export, score; see the module docstring."""
     hparams, run_opts = setup_experiment(argv)
-    manifests = prepare(hparams)
+    manifests = prepare_speaker_manifests(hparams)
     label_file = Path(hparams["save_folder"]) / "speaker_encoder.txt"
     run_on_main(speaker_label_encoder, args=[manifests["train"], label_file])
     encoder = speaker_label_encoder(manifests["train"], label_file)
@@ -78,14 +60,7 @@ def main(argv):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
-    train_opts = dataloader_options(
-        datasets["train"],
-        batch_size=hparams["batch_size"],
-        shuffle=True,
-        num_workers=hparams["num_workers"],
-        seed=hparams["seed"],
-    )
-    train_opts["drop_last"] = len(datasets["train"]) > hparams["batch_size"]
+    train_opts = speaker_train_loader(datasets["train"], hparams)
     valid = datasets["dev"] if len(datasets["dev"]) else None
     brain.fit(
         hparams["epoch_counter"],
@@ -98,21 +73,9 @@ def main(argv):
     )
     brain.export_embedding_model(hparams["output_folder"])
     if hparams["score_after_training"] and if_main_process():
-        cohort = cohort_from_manifest(manifests["train"], hparams["cohort_size"], hparams["seed"])
-        for name, trials in manifests["trials"].items():
-            evaluate_verification(
-                brain.embedding_model(),
-                trials,
-                Path(hparams["data_folder"]) / "wav",
-                Path(hparams["eval_folder"]) / name,
-                cohort_paths=cohort,
-                device=brain.device,
-                snorm_top_n=hparams["snorm_top_n"],
-                batch_size=hparams["eval_batch_size"],
-                max_seconds=hparams["eval_max_seconds"],
-                sample_rate=hparams["sample_rate"],
-                name="x-vector",
-            )
+        score_trial_lists(
+            brain.embedding_model(), hparams, manifests, device=brain.device, name="x-vector"
+        )
     return brain
 
 
