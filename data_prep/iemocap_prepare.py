@@ -40,6 +40,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from lasersb.data.audio import AudioError, check_decodable
+
 __all__ = [
     "EMOTIONS",
     "IEMOCAPPrepError",
@@ -200,7 +202,8 @@ def _session_rows(root, session, keep, merge, sample_rate, skip_bad_files, stats
                         f"non-empty {sample_rate} Hz file (IEMOCAP is 16 kHz): re-extract it, or "
                         "pass skip_bad_files=True to drop it."
                     )
-            except (IEMOCAPPrepError, RuntimeError) as error:
+                check_decodable(wav, info.frames)  # truncated files, NaN in float WAVs
+            except (IEMOCAPPrepError, AudioError, RuntimeError) as error:
                 if not skip_bad_files:
                     raise IEMOCAPPrepError(str(error)) from error
                 logger.warning("Skipping %s: %s", utterance, error)

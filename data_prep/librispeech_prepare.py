@@ -212,7 +212,7 @@ def _prepare_split(
     skip_bad_files: bool,
     min_samples: int,
 ) -> dict:
-    from lasersb.data.audio import AudioError, audio_info
+    from lasersb.data.audio import AudioError, audio_info, check_decodable
 
     columns = CSV_COLUMNS if pronounce is not None else CSV_COLUMNS[:-1]
     flacs, transcripts = _split_files(split_dir)
@@ -253,6 +253,7 @@ def _prepare_split(
             continue
         try:
             sample_rate, num_frames, channels = audio_info(flac)
+            check_decodable(flac, num_frames)  # a truncated FLAC keeps a valid header
         except AudioError as err:
             bad("unreadable", f"{err} (or pass skip_bad_files=True)")
             continue

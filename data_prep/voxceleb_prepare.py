@@ -30,6 +30,8 @@ from pathlib import Path
 
 import soundfile
 
+from lasersb.data.audio import check_decodable
+
 logger = logging.getLogger(__name__)
 
 OPTIONS_FILE = "voxceleb_prepare_options.json"
@@ -170,6 +172,12 @@ def _rows(files, skip_bad_files: bool, min_duration: float):
             duration = info.frames / info.samplerate
             if info.frames == 0:
                 raise ValueError("empty file")
+            if info.samplerate != 16000 or info.channels != 1:
+                raise ValueError(
+                    f"{info.samplerate} Hz, {info.channels} channel(s); VoxCeleb is 16 kHz mono: "
+                    "convert it (e.g. `sox in.wav -r 16000 -c 1 out.wav`)"
+                )
+            check_decodable(path, info.frames)
         except Exception as err:  # noqa: BLE001 - reported with the path
             if not skip_bad_files:
                 raise RuntimeError(

@@ -168,6 +168,17 @@ class AtomicCheckpointer(Checkpointer):
         paramfiles = {n: final_dir / f"{n}{PARAMFILE_EXT}" for n in self.recoverables}
         return Checkpoint(final_dir, saved_meta, paramfiles)
 
+    def save_and_keep_only(self, *args, importance_keys=None, **kwargs):
+        """As ``Checkpointer.save_and_keep_only``, with a fresh ``importance_keys`` list.
+
+        SpeechBrain's default ``importance_keys=[]`` is one shared list that every call extends,
+        so each later call sorts the checkpoints once more per earlier call (quadratic time in
+        the number of intra-epoch checkpoints).
+        """
+        return super().save_and_keep_only(
+            *args, importance_keys=list(importance_keys or []), **kwargs
+        )
+
     def remove_incomplete(self):
         """Remove ``.partial-*`` and ``.deleting-*`` folders left by a killed run (main only).
 

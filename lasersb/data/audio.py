@@ -86,6 +86,69 @@ def audio_info(path) -> tuple[int, int, int]:
     return int(info.samplerate), int(info.frames), int(info.channels)
 
 
+def check_decodable(path, num_frames: int | None = None, tail: int = 1024) -> None:
+    """Check cheaply that a file decodes to its end and holds finite samples where it can.
+
+    A truncated FLAC keeps a valid header (:func:`audio_info` succeeds) and only fails when the
+    decoder reaches the missing part, hours into training. This seeks to the last ``tail``
+    frames and decodes them (one seek per file, no full decode). Float WAV files, the only
+    common format that can store NaN or inf, are read whole and checked.
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        The audio file.
+    num_frames : int, optional
+        Frames announced by the header (read from it when not given).
+    tail : int
+        How many final frames to decode.
+
+    Raises
+    ------
+    AudioError
+        Naming the file and the fix.
+
+    Example
+    -------
+    >>> import tempfile, numpy as np, soundfile
+    >>> path = Path(tempfile.mkdtemp()) / "a.flac"
+    >>> noise = np.random.default_rng(0).uniform(-0.5, 0.5, 16000).astype("float32")
+    >>> soundfile.write(path, noise, 16000)
+    >>> check_decodable(path)
+    >>> data = path.read_bytes()
+    >>> _ = path.write_bytes(data[: len(data) // 2])  # the header survives, the end is lost
+    >>> check_decodable(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    lasersb.data.audio.AudioError: ... is truncated or corrupt ...
+    """
+    path = Path(path)
+    if num_frames is None:
+        num_frames = audio_info(path)[1]
+    fix = "Re-extract or re-download it, or delete it (or pass skip_bad_files=True)."
+    try:
+        with soundfile.SoundFile(str(path)) as handle:
+            if handle.subtype in ("FLOAT", "DOUBLE"):
+                data = handle.read(dtype="float32")
+                if not np.isfinite(data).all():
+                    raise AudioError(f"{path} contains NaN or inf samples. {fix}")
+                decoded = len(data)
+                wanted = num_frames
+            else:
+                handle.seek(max(0, num_frames - tail))
+                decoded = len(handle.read(tail, dtype="int16"))
+                wanted = min(tail, num_frames)
+    except AudioError:
+        raise
+    except Exception as err:  # libsndfile: "Internal psf_fseek() failed", "lost sync"...
+        raise AudioError(f"{path} is truncated or corrupt ({err}). {fix}") from err
+    if decoded < wanted:
+        raise AudioError(
+            f"{path} is truncated or corrupt: its header announces {num_frames} frames but "
+            f"fewer can be decoded. {fix}"
+        )
+
+
 def _resample(samples: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     """Band-limited resampling (polyphase, Kaiser window) along the first axis."""
     from math import gcd
