@@ -160,13 +160,12 @@ def hparam_value(path, key, overrides=None):
     base_text, override_text = flatten_hparams_text(path, overrides)
     base, given = yaml.load(base_text) or {}, yaml.load(override_text or "{}") or {}
     # Unfilled !PLACEHOLDERs would stop the resolution; they cannot matter for other keys.
-    fill = {
-        name: "<placeholder>"
-        for name, value in base.items()
-        if getattr(getattr(value, "tag", None), "value", None) == "!PLACEHOLDER"
-        and name not in given
-    }
-    fill.update(dict(given))
+    def is_placeholder(value):
+        return getattr(getattr(value, "tag", None), "value", None) == "!PLACEHOLDER"
+
+    fill = {name: "__PLACEHOLDER__" for name, value in base.items() if is_placeholder(value)}
+    # Placeholders may also come from an inherit: child (they are then among the overrides).
+    fill.update({k: ("__PLACEHOLDER__" if is_placeholder(v) else v) for k, v in given.items()})
     data = yaml.load(resolve_references(base_text, _dump(fill)).getvalue())
     if key not in data:
         raise KeyError(f"{path} has no key {key!r}.")

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import speechbrain as sb
 import torch
+from speechbrain.utils.distributed import get_rank
 
 from lasersb.config import load_hparams, resolve_hparams_text
 
@@ -81,6 +84,28 @@ def resolve_run_opts(run_opts, hparams: dict):
         changes["precision"] = "fp32"
         overridden.add("precision")
     return dataclasses.replace(run_opts, **changes, overridden_args=overridden)
+
+
+def seed_rank(seed: int) -> int:
+    """Give each DDP process its own random stream: seed ``seed + 1000 * rank``.
+
+    SpeechBrain seeds every process alike (so that freshly built models are identical); call
+    this after the modules are built so that on-the-fly draws (augmentation, dropout, crops)
+    differ between processes. A no-op seed change on rank 0 and without DDP.
+
+    Example
+    -------
+    >>> seed_rank(3)
+    3
+    """
+    rank = int(get_rank() or 0)
+    if rank == 0:
+        return int(seed)
+    seed = int(seed) + 1000 * rank
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return seed
 
 
 def setup_experiment(argv):

@@ -137,6 +137,10 @@ class LaserBrain(sb.Brain):
 
     def on_fit_start(self):
         """Recover the latest checkpoint, then record the 'before' alignment on a fresh start."""
+        from lasersb.experiment import seed_rank
+
+        # Under DDP each process draws its own perturbed views (SpeechBrain seeds all alike).
+        seed_rank(getattr(self.hparams, "seed", 0))
         super().on_fit_start()
         # The schedule's step count may have been restored: re-apply its learning rate.
         self.hparams.lr_schedule._apply(self.optimizer)
