@@ -159,6 +159,7 @@ def hparam_value(path, key, overrides=None):
     yaml = YAML(typ="rt")
     base_text, override_text = flatten_hparams_text(path, overrides)
     base, given = yaml.load(base_text) or {}, yaml.load(override_text or "{}") or {}
+
     # Unfilled !PLACEHOLDERs would stop the resolution; they cannot matter for other keys.
     def is_placeholder(value):
         return getattr(getattr(value, "tag", None), "value", None) == "!PLACEHOLDER"
