@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_recipe_registry import ENTRIES, REPO, as_argv, fill, placeholders
+from test_recipe_registry import ENTRIES, REPO, as_argv, placeholders
 
 RESUME_ENTRIES = [e for e in ENTRIES if e.get("resume")]
 ATOMIC_PENDING = {
@@ -132,9 +132,19 @@ def _final_state(entry, out: Path) -> dict:
                 tensors = load_file(str(file))
             else:
                 tensors = torch.load(file, map_location="cpu", weights_only=True)
-            for key, value in tensors.items():
-                state[f"{file.name}:{key}"] = value
+            state.update(_flatten(tensors, file.name))
     return state
+
+
+def _flatten(data: dict, prefix: str) -> dict:
+    """``{"prefix:key": value}``, nested mappings (a state dict beside metadata) flattened."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}:{key}"))
+        else:
+            flat[f"{prefix}:{key}"] = value
+    return flat
 
 
 def _assert_same(full: dict, resumed: dict, tolerance=None):
@@ -161,8 +171,12 @@ def test_checkpointer_is_atomic(entry, mini_corpus, tiny_upstreams, tmp_path, re
 
     if entry["name"] in ATOMIC_PENDING:
         request.applymarker(pytest.mark.xfail(strict=True, reason=ATOMIC_PENDING[entry["name"]]))
+    import speechbrain as sb
+
     places = placeholders(mini_corpus, tiny_upstreams, tmp_path)
-    hparams = load_hparams(REPO / entry["hparams"], fill(entry["overrides"], places))
+    # As the recipe sees them: run options (--optimizer_step_limit...) are not hparams overrides.
+    hparams_file, _, overrides = sb.parse_arguments(as_argv(entry, places))
+    hparams = load_hparams(hparams_file, overrides)
     assert isinstance(hparams["checkpointer"], AtomicCheckpointer)
 
 

@@ -184,6 +184,26 @@ def speaker_augmentation(
     return chain
 
 
+def private_loader_generator(hparams) -> torch.Generator:
+    """A generator of its own for the training ``DataLoader`` (seeded with ``hparams.seed``).
+
+    Each ``iter(loader)`` draws a worker base seed from the loader's generator, by default the
+    global torch RNG. A run resumed mid-epoch restores the global RNG (``RandomState``) and then
+    creates the epoch's iterator again: that extra draw would shift every later crop and
+    augmentation. With a generator of its own, the loader leaves the global RNG alone.
+
+    Example
+    -------
+    >>> state = torch.get_rng_state()
+    >>> loader = torch.utils.data.DataLoader(range(4), generator=private_loader_generator({}))
+    >>> _ = iter(loader)
+    >>> torch.equal(state, torch.get_rng_state())
+    True
+    """
+    seed = hparams.get("seed", 0) if isinstance(hparams, dict) else getattr(hparams, "seed", 0)
+    return torch.Generator().manual_seed(int(seed or 0))
+
+
 class StepScheduleMixin:
     """Step-based schedules for the speaker Brains: total steps known once the loader exists.
 
@@ -221,6 +241,7 @@ class StepScheduleMixin:
         train_kwargs = kwargs.pop("train_loader_kwargs", {}) or {}
         valid_kwargs = kwargs.pop("valid_loader_kwargs", {}) or {}
         if not isinstance(train_set, torch.utils.data.DataLoader):
+            train_kwargs = {"generator": private_loader_generator(self.hparams), **train_kwargs}
             train_set = self.make_dataloader(train_set, stage=sb.Stage.TRAIN, **train_kwargs)
         if valid_set is not None and not isinstance(valid_set, torch.utils.data.DataLoader):
             valid_set = self.make_dataloader(

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from speechbrain.utils.distributed import if_main_process
 from torch import nn
 
-from lasersb.brains.dino import apply_augmentation, fit_length
+from lasersb.brains.dino import apply_augmentation, fit_length, private_loader_generator
 from lasersb.metrics.classification import classification_report
 from lasersb.models.dino import cosine_schedule, load_embedding_model, random_crops
 from lasersb.models.resnet import SpeakerEmbeddingModel
@@ -590,6 +590,7 @@ class UtteranceClassifierBrain(sb.Brain):
         self._no_valid = valid_set is None
         train_kwargs = kwargs.pop("train_loader_kwargs", {}) or {}
         if not isinstance(train_set, torch.utils.data.DataLoader):
+            train_kwargs = {"generator": private_loader_generator(self.hparams), **train_kwargs}
             train_set = self.make_dataloader(train_set, stage=sb.Stage.TRAIN, **train_kwargs)
         try:
             self.steps_per_epoch = len(train_set)

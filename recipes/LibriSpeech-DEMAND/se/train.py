@@ -141,6 +141,9 @@ def main(argv):
             "batch_size": hparams["batch_size"],
             "shuffle": True,
             "num_workers": hparams["num_workers"],
+            # Its own generator: iter(loader) then leaves the global RNG (checkpointed by
+            # RandomState) alone, so a run resumed mid-epoch draws what an uninterrupted one does.
+            "generator": torch.Generator().manual_seed(int(hparams["seed"])),
         },  # fmt: skip
         valid_loader_kwargs={
             "batch_size": hparams["eval_batch_size"],
