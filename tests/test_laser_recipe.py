@@ -68,7 +68,9 @@ def _run_short_training(mini_corpus, upstream, out, **extra):
         hparams["epoch_counter"],
         train_data,
         valid_data,
-        train_loader_kwargs=laser_train.train_loader_options(train_data, hparams),
+        train_loader_kwargs=dataloader_options(
+            train_data, batch_size=4, shuffle=True, seed=hparams["seed"]
+        ),
         valid_loader_kwargs=dict(valid_opts),
     )
     loss_after = brain.evaluate(valid_data, test_loader_kwargs=dict(valid_opts))

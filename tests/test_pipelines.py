@@ -66,6 +66,8 @@ def test_bad_inputs_name_the_file(corpus, tmp_path):
 def test_plain_batches(corpus):
     dataset = audio_dataset(corpus / "data.csv", replacements={"data_root": str(corpus)})
     options = dataloader_options(dataset, batch_size=4)
+    generator = options.pop("generator")
+    assert isinstance(generator, torch.Generator) and generator.initial_seed() == 0
     assert options == {"batch_size": 4, "shuffle": False, "num_workers": 0}
     batches = list(make_dataloader(dataset, **options))
     assert [len(b.id) for b in batches] == [4, 4, 2]

@@ -185,23 +185,11 @@ def speaker_augmentation(
 
 
 def private_loader_generator(hparams) -> torch.Generator:
-    """A generator of its own for the training ``DataLoader`` (seeded with ``hparams.seed``).
+    """:func:`lasersb.data.pipelines.loader_generator` seeded with ``hparams.seed``."""
+    from lasersb.data.pipelines import loader_generator
 
-    Each ``iter(loader)`` draws a worker base seed from the loader's generator, by default the
-    global torch RNG. A run resumed mid-epoch restores the global RNG (``RandomState``) and then
-    creates the epoch's iterator again: that extra draw would shift every later crop and
-    augmentation. With a generator of its own, the loader leaves the global RNG alone.
-
-    Example
-    -------
-    >>> state = torch.get_rng_state()
-    >>> loader = torch.utils.data.DataLoader(range(4), generator=private_loader_generator({}))
-    >>> _ = iter(loader)
-    >>> torch.equal(state, torch.get_rng_state())
-    True
-    """
     seed = hparams.get("seed", 0) if isinstance(hparams, dict) else getattr(hparams, "seed", 0)
-    return torch.Generator().manual_seed(int(seed or 0))
+    return loader_generator(seed)
 
 
 class StepScheduleMixin:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import torch
+
 from lasersb.data.audio import read_audio
 
 __all__ = ["PASSTHROUGH_KEYS", "audio_dataset", "dataloader_options"]
@@ -123,6 +125,24 @@ def audio_dataset(
     return dataset
 
 
+def loader_generator(seed: int = 0) -> torch.Generator:
+    """A generator of its own for a ``DataLoader`` (seeded with ``seed``).
+
+    Each ``iter(loader)`` draws a worker base seed from the loader's generator, by default the
+    global torch RNG. A run resumed mid-epoch restores the global RNG (``RandomState``) and then
+    creates the epoch's iterator again: that extra draw would shift every later augmentation.
+    With a generator of its own, the loader leaves the global RNG alone.
+
+    Example
+    -------
+    >>> state = torch.get_rng_state()
+    >>> _ = iter(torch.utils.data.DataLoader(range(4), generator=loader_generator(0)))
+    >>> torch.equal(state, torch.get_rng_state())
+    True
+    """
+    return torch.Generator().manual_seed(int(seed or 0))
+
+
 def dataloader_options(
     dataset,
     batch_size: int,
@@ -166,15 +186,16 @@ def dataloader_options(
     Returns
     -------
     dict
-        ``{"batch_size", "shuffle", "num_workers"}`` or ``{"batch_sampler", "num_workers"}``.
+        ``{"batch_size", "shuffle", "num_workers"}`` or ``{"batch_sampler", "num_workers"}``,
+        plus a ``generator`` of its own (:func:`loader_generator`, seeded with ``seed``).
 
     Example
     -------
     >>> from speechbrain.dataio.dataset import DynamicItemDataset
     >>> data = {f"u{i}": {"duration": 1.0 + i} for i in range(6)}
     >>> dataset = DynamicItemDataset(data)
-    >>> dataloader_options(dataset, batch_size=4)
-    {'batch_size': 4, 'shuffle': False, 'num_workers': 0}
+    >>> sorted(dataloader_options(dataset, batch_size=4).items())[:3]
+    [('batch_size', 4), ('generator', <torch._C.Generator object at ...>), ('num_workers', 0)]
     >>> options = dataloader_options(dataset, 4, dynamic_batching=True, max_batch_length=8.0)
     >>> batches = list(options["batch_sampler"])
     >>> all(len(b) * max(1.0 + i for i in b) <= 8.0 or len(b) == 1 for b in batches)
@@ -183,7 +204,12 @@ def dataloader_options(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     if not dynamic_batching:
-        return {"batch_size": int(batch_size), "shuffle": bool(shuffle), "num_workers": num_workers}
+        return {
+            "batch_size": int(batch_size),
+            "shuffle": bool(shuffle),
+            "num_workers": num_workers,
+            "generator": loader_generator(seed),
+        }
     if max_batch_length is None or max_batch_length <= 0:
         raise ValueError(
             "dynamic_batching=True needs max_batch_length (seconds of padded audio per batch), "
@@ -202,4 +228,8 @@ def dataloader_options(
         max_batch_ex=max_batch_ex,
         seed=seed,
     )
-    return {"batch_sampler": sampler, "num_workers": num_workers}
+    return {
+        "batch_sampler": sampler,
+        "num_workers": num_workers,
+        "generator": loader_generator(seed),
+    }

@@ -31,6 +31,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from data_prep.noisy_prepare import noisy_dataset, prepare_noisy_librispeech
 from lasersb.brains.se_finetune import SEFinetuneBrain
+from lasersb.data.pipelines import loader_generator
 from lasersb.experiment import setup_experiment
 
 logger = logging.getLogger(__name__)
@@ -141,9 +142,8 @@ def main(argv):
             "batch_size": hparams["batch_size"],
             "shuffle": True,
             "num_workers": hparams["num_workers"],
-            # Its own generator: iter(loader) then leaves the global RNG (checkpointed by
-            # RandomState) alone, so a run resumed mid-epoch draws what an uninterrupted one does.
-            "generator": torch.Generator().manual_seed(int(hparams["seed"])),
+            # iter(loader) leaves the global RNG (checkpointed by RandomState) alone.
+            "generator": loader_generator(hparams["seed"]),
         },  # fmt: skip
         valid_loader_kwargs={
             "batch_size": hparams["eval_batch_size"],

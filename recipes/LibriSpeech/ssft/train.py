@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from data_prep.librispeech_prepare import prepare_librispeech
@@ -69,22 +68,6 @@ def build_datasets(hparams):
     return train_data, valid_data
 
 
-def train_loader_options(train_data, hparams):
-    """Training loader options; the loader draws its worker seed from its own generator, so
-    the global RNG (augmentation, dropout) of a run resumed mid-epoch matches an unbroken run."""
-    options = dataloader_options(
-        train_data,
-        batch_size=hparams["batch_size"],
-        dynamic_batching=hparams["dynamic_batching"],
-        max_batch_length=hparams["max_batch_length"],
-        shuffle=True,
-        num_workers=hparams["num_workers"],
-        seed=hparams["seed"],
-    )
-    options["generator"] = torch.Generator().manual_seed(hparams["seed"])
-    return options
-
-
 def main(argv):
     """Fine-tune, export and plot; see the module docstring."""
     hparams, run_opts = setup_experiment(argv)
@@ -107,7 +90,15 @@ def main(argv):
             hparams["epoch_counter"],
             train_data,
             valid_data,
-            train_loader_kwargs=train_loader_options(train_data, hparams),
+            train_loader_kwargs=dataloader_options(
+                train_data,
+                batch_size=hparams["batch_size"],
+                dynamic_batching=hparams["dynamic_batching"],
+                max_batch_length=hparams["max_batch_length"],
+                shuffle=True,
+                num_workers=hparams["num_workers"],
+                seed=hparams["seed"],
+            ),
             valid_loader_kwargs=dataloader_options(
                 valid_data,
                 batch_size=hparams["batch_size"],
