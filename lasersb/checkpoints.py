@@ -40,6 +40,8 @@ from speechbrain.utils.checkpoints import (
 )
 from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, if_main_process
 
+from lasersb.distributed import gather_objects, rank
+
 logger = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = ".partial-"
@@ -73,9 +75,13 @@ def _restore(state: dict) -> None:
         torch.cuda.set_rng_state_all(cuda_states)
 
 
-@register_checkpoint_hooks
 class RandomState:
-    """Checkpointer recoverable holding the Python, NumPy and PyTorch RNG states.
+    """Checkpointer recoverable holding the Python, NumPy and PyTorch RNG states of every rank.
+
+    Under DDP each process draws its own augmentations, so the states of all ranks are gathered
+    and saved by the main process (one file, a list in rank order); on recovery each rank
+    restores its own. A job resumed with more processes than it was saved with seeds the new
+    ranks afresh (logged), since no state was saved for them.
 
     Example
     -------
@@ -91,11 +97,29 @@ class RandomState:
 
     @mark_as_saver
     def _save(self, path):
-        torch.save(_capture(), path)
+        states = gather_objects(_capture())  # a collective: every rank calls the save hooks
+        if if_main_process():
+            torch.save({"per_rank": states}, path)
 
     @mark_as_loader
     def _recover(self, path, end_of_epoch=False):
-        _restore(torch.load(path, weights_only=True))
+        saved = torch.load(path, weights_only=True)
+        states = saved["per_rank"] if "per_rank" in saved else [saved]  # older: rank 0 only
+        if rank() < len(states):
+            _restore(states[rank()])
+        else:
+            logger.warning(
+                "%s holds RNG states of %d process(es); rank %d starts a fresh stream.",
+                path,
+                len(states),
+                rank(),
+            )
+            _restore(states[0])
+            torch.manual_seed(torch.initial_seed() + 1000 * rank())
+
+
+# Every rank calls the saver: it gathers all ranks' states, the main process writes them.
+register_checkpoint_hooks(RandomState, save_on_main_only=False)
 
 
 class AtomicCheckpointer(Checkpointer):

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
+from lasersb.brains.base import DistributedBrain
 from lasersb.brains.superb import batch_ctc_loss
 from lasersb.decoding import ctc_greedy_decode
 from lasersb.metrics.error_rates import ErrorRateTracker
@@ -168,7 +169,7 @@ def character_units(text: str) -> list[str]:
     return list("|".join(str(text).upper().split()))
 
 
-class AdapterCTCBrain(sb.Brain):
+class AdapterCTCBrain(DistributedBrain):
     """Encoder (adapted / frozen / fully fine-tuned) + linear CTC head, trained with CTC.
 
     Expected ``modules``: ``upstream`` (:class:`lasersb.models.upstream.SSLUpstream` built with
@@ -183,6 +184,11 @@ class AdapterCTCBrain(sb.Brain):
     ``select_metric`` (``WER``, default, or ``CER``: the dev metric that picks the checkpoint),
     ``train_logger``, ``tensorboard_logger``, ``epoch_counter``, ``upstream_source``.
     """
+
+    @property
+    def ddp_find_unused_parameters(self):
+        """Full fine-tuning trains ``masked_spec_embed``, used only in steps that mask frames."""
+        return self.finetune == "full"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -223,7 +229,7 @@ class AdapterCTCBrain(sb.Brain):
     # ------------------------------------------------------------------ forward
     def _set_encoder_mode(self, stage):
         """Dropout/masking of the encoder: full fine-tuning trains with dropout, masking opt."""
-        model = self.modules.upstream.model
+        model = self.unwrapped.upstream.model
         training = stage == sb.Stage.TRAIN
         if self.finetune == "full":
             model.train(training)
@@ -267,12 +273,12 @@ class AdapterCTCBrain(sb.Brain):
         upstream_ids = {id(p) for p in self.modules.upstream.parameters()}
         adapter_ids = {
             id(p)
-            for a in adapter_lib.get_adapters(self.modules.upstream).values()
+            for a in adapter_lib.get_adapters(self.unwrapped.upstream).values()
             for p in a.parameters()
         }
         norm_ids = {
             id(p)
-            for m in adapter_lib.encoder_layer_norms(self.modules.upstream)
+            for m in adapter_lib.encoder_layer_norms(self.unwrapped.upstream)
             for p in m.parameters()
         }
         encoder, small = [], []
@@ -325,7 +331,7 @@ class AdapterCTCBrain(sb.Brain):
             schedule.step(self.optimizer)
         self._apply_encoder_freeze()
         tb = getattr(self.hparams, "tensorboard_logger", None)
-        if tb is not None and sb.utils.distributed.if_main_process():
+        if tb is not None:  # log_stats runs on the main process only (and syncs all)
             tb.log_stats(
                 stats_meta={"step": self.optimizer_step},
                 train_stats={
@@ -359,7 +365,7 @@ class AdapterCTCBrain(sb.Brain):
                     valid_stats=stats,
                 )
             tb = getattr(self.hparams, "tensorboard_logger", None)
-            if tb is not None and sb.utils.distributed.if_main_process():
+            if tb is not None:  # log_stats runs on the main process only (and syncs all)
                 tb.log_stats(
                     stats_meta={"step": self.optimizer_step},
                     train_stats=getattr(self, "train_stats", None),
@@ -419,7 +425,7 @@ class AdapterCTCBrain(sb.Brain):
             "finetune": self.finetune,
             "upstream": str(getattr(self.hparams, "upstream_source", "")),
             "tokenizer": repr(self.hparams.tokenizer),
-            "adapters": adapter_lib.adapter_config(self.modules.upstream),
+            "adapters": adapter_lib.adapter_config(self.unwrapped.upstream),
             "parameters": self.parameter_accounting,
             "trainable_percent": 100.0 * self.parameter_accounting["trainable_fraction"],
             "parameter_table": self.parameter_table,
@@ -459,8 +465,8 @@ class AdapterCTCBrain(sb.Brain):
                 path = folder / ADAPTERS_FILE
                 adapter_lib.save_adapters(
                     path,
-                    self.modules.upstream,
-                    self.modules.head,
+                    self.unwrapped.upstream,
+                    self.unwrapped.head,
                     extra={"upstream": results["upstream"], "tokenizer": results["tokenizer"]},
                     layer_norms=bool(getattr(self.hparams, "train_layer_norms", True)),
                 )

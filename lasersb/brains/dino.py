@@ -28,6 +28,7 @@ import torch
 from speechbrain.utils.distributed import if_main_process
 from torch import nn
 
+from lasersb.brains.base import DistributedBrain
 from lasersb.models.dino import (
     collapse_statistics,
     cosine_schedule,
@@ -72,11 +73,6 @@ class DINOModel(nn.Module):
             self.embedding_model(crops, None) for crops in crop_groups if crops is not None
         ]
         return self.head(torch.cat(embeddings, dim=0))
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The module inside a DDP/DataParallel wrapper (or the module itself)."""
-    return module.module if hasattr(module, "module") else module
 
 
 def apply_augmentation(augment, wavs: torch.Tensor, lens=None):
@@ -268,7 +264,7 @@ class StepScheduleMixin:
             group["lr"] = lr
 
 
-class DINOBrain(StepScheduleMixin, sb.Brain):
+class DINOBrain(StepScheduleMixin, DistributedBrain):
     """Brain for DINO pre-training of an utterance-embedding trunk.
 
     Expected ``modules``: ``student`` (:class:`DINOModel`); the teacher is a copy made here and
@@ -297,6 +293,19 @@ class DINOBrain(StepScheduleMixin, sb.Brain):
             self.checkpointer.add_recoverable("teacher", self.teacher)
             self.checkpointer.add_recoverable("dino_loss", self.hparams.dino_loss)
         self.last_collapse = None
+
+    def _wrap_distributed(self):
+        """Wrap the student; on CUDA the teacher's batch norms are synchronised too.
+
+        The teacher computes batch statistics over the whole job's global crops, as the
+        student's ``SyncBatchNorm`` does (hyperion's DINO converts both). It is never wrapped in
+        DDP: it is not optimised, only updated from the unwrapped student by EMA.
+        """
+        super()._wrap_distributed()
+        if self.distributed_launch and torch.device(self.device).type == "cuda":
+            # The top module is not a batch norm: converted in place, so the checkpointer's
+            # reference to the teacher stays valid.
+            self.teacher = nn.SyncBatchNorm.convert_sync_batchnorm(self.teacher)
 
     # ------------------------------------------------------------------ forward / loss
     def make_crops(self, wavs, wav_lens, stage):
@@ -359,14 +368,14 @@ class DINOBrain(StepScheduleMixin, sb.Brain):
     def optimizers_step(self):
         """Drop the prototype layer's gradients during the first steps, then step."""
         if self.optimizer_step < self.freeze_last_layer_steps():
-            for param in unwrap(self.modules.student).head.last_layer_parameters():
+            for param in self.unwrapped.student.head.last_layer_parameters():
                 param.grad = None
         super().optimizers_step()
 
     def on_fit_start(self):
         """Recover the checkpoint (teacher included); log the sizes and schedules."""
         super().on_fit_start()
-        student = unwrap(self.modules.student)
+        student = self.unwrapped.student
         trunk = sum(p.numel() for p in student.embedding_model.parameters())
         head = sum(p.numel() for p in student.head.parameters())
         logger.info(
@@ -389,10 +398,10 @@ class DINOBrain(StepScheduleMixin, sb.Brain):
             float(self.hparams.teacher_momentum),
             float(getattr(self.hparams, "final_teacher_momentum", 1.0)),
         )
-        ema_update_(self.teacher, self.modules.student, momentum)
+        ema_update_(self.teacher, self.unwrapped.student, momentum)
         self._terms["momentum"] = momentum
         tb = getattr(self.hparams, "tensorboard_logger", None)
-        if tb is not None and if_main_process() and self.last_collapse is not None:
+        if tb is not None and self.last_collapse is not None:  # log_stats: main only
             tb.log_stats(
                 stats_meta={"step": self.optimizer_step},
                 train_stats={

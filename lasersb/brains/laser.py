@@ -23,6 +23,8 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
+from lasersb.brains.base import DistributedBrain
+
 logger = logging.getLogger(__name__)
 
 ALIGNMENT_BEFORE = "alignment_before.pt"
@@ -61,7 +63,7 @@ def stack_views(view_a, lens_a, view_b, lens_b):
     return wavs, lens
 
 
-class LaserBrain(sb.Brain):
+class LaserBrain(DistributedBrain):
     """Brain for LASER SSFT.
 
     Expected ``modules``: ``upstream`` (:class:`lasersb.models.upstream.SSLUpstream` with its
@@ -74,10 +76,15 @@ class LaserBrain(sb.Brain):
     """
 
     # ------------------------------------------------------------------ forward / loss
-    def encode(self, wavs, wav_lens):
-        """Upstream + projection: ``(B, T)`` waveforms -> unit-norm frames and frame counts."""
-        out = self.modules.upstream(wavs, wav_lens)
-        z = self.modules.projection(out.last_hidden_state)
+    def encode(self, wavs, wav_lens, modules=None):
+        """Upstream + projection: ``(B, T)`` waveforms -> unit-norm frames and frame counts.
+
+        ``modules`` defaults to ``self.modules`` (through the DDP wrappers, as training needs);
+        computations on one rank only pass ``self.unwrapped``.
+        """
+        modules = self.modules if modules is None else modules
+        out = modules.upstream(wavs, wav_lens)
+        z = modules.projection(out.last_hidden_state)
         return z, out.frame_lens.to(z.device)
 
     def make_views(self, wavs, wav_lens, stage, generator=None):
@@ -137,11 +144,7 @@ class LaserBrain(sb.Brain):
 
     def on_fit_start(self):
         """Recover the latest checkpoint, then record the 'before' alignment on a fresh start."""
-        from lasersb.experiment import seed_rank
-
-        # Under DDP each process draws its own perturbed views (SpeechBrain seeds all alike).
-        seed_rank(getattr(self.hparams, "seed", 0))
-        super().on_fit_start()
+        super().on_fit_start()  # per-rank random streams: each process draws its own views
         # The schedule's step count may have been restored: re-apply its learning rate.
         self.hparams.lr_schedule._apply(self.optimizer)
         self._log_parameter_counts()
@@ -155,7 +158,7 @@ class LaserBrain(sb.Brain):
             return
         self.hparams.lr_schedule.step(self.optimizer)
         tb = getattr(self.hparams, "tensorboard_logger", None)
-        if tb is not None and if_main_process():
+        if tb is not None:  # log_stats runs on the main process only (and syncs all)
             tb.log_stats(
                 stats_meta={"step": self.optimizer_step},
                 train_stats={
@@ -240,8 +243,9 @@ class LaserBrain(sb.Brain):
         generator = torch.Generator(device="cpu")
         generator.manual_seed(seed)
         view_a, lens_a, view_b, lens_b = self.hparams.views(wavs, lens, generator=generator)
-        z_a, fl_a = self.encode(view_a, lens_a)
-        z_b, fl_b = self.encode(view_b, lens_b)
+        # Runs on rank 0 only (plots): the wrappers would start collectives the others skip.
+        z_a, fl_a = self.encode(view_a, lens_a, modules=self.unwrapped)
+        z_b, fl_b = self.encode(view_b, lens_b, modules=self.unwrapped)
         with torch.enable_grad():
             align = soft_alignment(
                 z_a.float(), z_b.float(), fl_a, fl_b, gamma=self.hparams.soft_dtw.gamma
@@ -297,7 +301,7 @@ class LaserBrain(sb.Brain):
         from lasersb.models.adapters import get_adapters, save_adapters
 
         folder = Path(folder or Path(self.hparams.output_folder) / "upstream_hf")
-        upstream = self.modules.upstream
+        upstream = self.unwrapped.upstream
         with_adapters = bool(get_adapters(upstream.model))
 
         def _save():

@@ -44,6 +44,8 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
+from lasersb.brains.base import DistributedBrain
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -188,7 +190,7 @@ def _optional_metrics():
 
 
 # ---------------------------------------------------------------------- Brain
-class SEFinetuneBrain(sb.Brain):
+class SEFinetuneBrain(DistributedBrain):
     """Fine-tune an SE front-end so that a frozen SSL model sees enhanced speech as clean speech.
 
     Expected ``modules``: ``enhancer`` (an SE model from :mod:`lasersb.models.enhancement`:
@@ -407,7 +409,7 @@ class SEFinetuneBrain(sb.Brain):
             LOSS_CURVE, ["step", "loss", "lr"], [self.optimizer_step, f"{value:.6g}", f"{lr:.6g}"]
         )
         tb = getattr(self.hparams, "tensorboard_logger", None)
-        if tb is not None and if_main_process():
+        if tb is not None:  # log_stats runs on the main process only (and syncs all)
             tb.log_stats(stats_meta={"step": self.optimizer_step},
                          train_stats={"loss": float(loss.detach()), "lr": lr})  # fmt: skip
 

@@ -26,6 +26,7 @@ import speechbrain as sb
 import torch
 import torch.nn.functional as F
 
+from lasersb.brains.base import DistributedBrain
 from lasersb.data.feature_cache import pad_hidden_states
 from lasersb.decoding import ctc_greedy_decode
 from lasersb.metrics.error_rates import ErrorRateTracker
@@ -298,7 +299,7 @@ def _as_run_options(run_opts):
     return dataclasses.replace(run_opts, **changes) if changes else run_opts
 
 
-class SuperbCTCBrain(sb.Brain):
+class SuperbCTCBrain(DistributedBrain):
     """Frozen upstream + weighted layer sum + CTC head, trained with CTC.
 
     Expected ``modules``: ``upstream`` (frozen ``SSLUpstream``), ``featuriser``
@@ -450,7 +451,7 @@ class SuperbCTCBrain(sb.Brain):
         summary = self.error_tracker.summarize()
         stats = {"loss": stage_loss, "error_rate": summary["error_rate"]}
         if stage == sb.Stage.VALID:
-            weights = self.modules.featuriser.layer_weights.tolist()
+            weights = self.unwrapped.featuriser.layer_weights.tolist()
             stats_meta = {"epoch": epoch, "optimizer_step": self.optimizer_step}
             if hasattr(self.hparams, "train_logger"):
                 self.hparams.train_logger.log_stats(
@@ -541,7 +542,7 @@ class SuperbCTCBrain(sb.Brain):
                 paths["hypotheses"],
             )
         results["layer_weights"] = [
-            round(w, 6) for w in self.modules.featuriser.layer_weights.tolist()
+            round(w, 6) for w in self.unwrapped.featuriser.layer_weights.tolist()
         ]
         results["optimizer_steps"] = int(self.optimizer_step)
         if sb.utils.distributed.if_main_process():

@@ -21,7 +21,7 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
-from lasersb.experiment import seed_rank
+from lasersb.brains.base import DistributedBrain
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def masked_mean(features: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tenso
     return total / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
-class UtteranceClassifierBrain(sb.Brain):
+class UtteranceClassifierBrain(DistributedBrain):
     """Train a weighted-sum + mean-pool + linear classifier on a frozen upstream.
 
     Expected ``modules``: ``upstream`` (``SSLUpstream``, frozen), ``featuriser``
@@ -82,11 +82,6 @@ class UtteranceClassifierBrain(sb.Brain):
     >>> brain.compute_forward(batch, sb.Stage.TEST).shape
     torch.Size([2, 3])
     """
-
-    def on_fit_start(self):
-        """Per-rank random streams under DDP, then SpeechBrain's set-up and recovery."""
-        seed_rank(int(getattr(self.hparams, "seed", 0)))
-        super().on_fit_start()
 
     def compute_forward(self, batch, stage):
         """Waveforms -> class log-probabilities ``(B, num_classes)``."""

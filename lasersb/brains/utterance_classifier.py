@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from speechbrain.utils.distributed import if_main_process
 from torch import nn
 
+from lasersb.brains.base import DistributedBrain
 from lasersb.brains.dino import apply_augmentation, fit_length, private_loader_generator
 from lasersb.metrics.classification import classification_report
 from lasersb.models.dino import cosine_schedule, load_embedding_model, random_crops
@@ -378,7 +379,7 @@ def aggregate_posteriors(predictions: dict, groups: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------- brain
-class UtteranceClassifierBrain(sb.Brain):
+class UtteranceClassifierBrain(DistributedBrain):
     """Fine-tunes an :class:`EmbeddingClassifier` with the two-stage or single-stage schedule.
 
     Expected ``modules``: ``model`` (:class:`EmbeddingClassifier`). Expected ``hparams``:
@@ -391,6 +392,14 @@ class UtteranceClassifierBrain(sb.Brain):
     ``num_checkpoints_to_keep``. ``opt_class`` receives two parameter groups (last affine
     layers, rest); their learning rates are set at every step.
     """
+
+    #: The two-stage schedule freezes the trunk during stage 1, after DDP registered it.
+    ddp_find_unused_parameters = True
+
+    def _wrap_distributed(self):
+        """Wrap with every parameter trainable, so DDP synchronises what any stage trains."""
+        self.unwrapped.model.set_trainable("all")
+        super()._wrap_distributed()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -439,8 +448,7 @@ class UtteranceClassifierBrain(sb.Brain):
 
     def init_optimizers(self):
         """One optimiser with two parameter groups: last affine layers, then the rest."""
-        model = self.modules.model
-        model = getattr(model, "module", model)
+        model = self.unwrapped.model
         groups = [
             {"params": model.last_affine_parameters(), "name": "last_affine"},
             {"params": model.body_parameters(), "name": "body"},
@@ -507,8 +515,7 @@ class UtteranceClassifierBrain(sb.Brain):
     def on_fit_start(self):
         """Recover the last checkpoint; log the sizes."""
         super().on_fit_start()
-        model = self.modules.model
-        model = getattr(model, "module", model)
+        model = self.unwrapped.model
         last = sum(p.numel() for p in model.last_affine_parameters())
         body = sum(p.numel() for p in model.body_parameters())
         logger.info(
@@ -535,8 +542,7 @@ class UtteranceClassifierBrain(sb.Brain):
         if name != self.stage_name:
             logger.info("Epoch %d: %s", self._epoch, name)
         self.stage_name = name
-        model = self.modules.model
-        model = getattr(model, "module", model)
+        model = self.unwrapped.model
         model.set_trainable("last_affine" if name == "stage1" else "all")
 
     def _report(self) -> dict:

@@ -20,7 +20,8 @@ import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process
 from torch import nn
 
-from lasersb.brains.dino import StepScheduleMixin, apply_augmentation, fit_length, unwrap
+from lasersb.brains.base import DistributedBrain
+from lasersb.brains.dino import StepScheduleMixin, apply_augmentation, fit_length
 from lasersb.models.dino import save_embedding_model
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def set_angular_margin(loss_module: nn.Module, margin: float) -> None:
     aam.mm = math.sin(math.pi - margin) * margin
 
 
-class XvectorBrain(StepScheduleMixin, sb.Brain):
+class XvectorBrain(StepScheduleMixin, DistributedBrain):
     """Supervised speaker-embedding training with AAM-softmax.
 
     Expected ``modules``: ``embedding_model`` (``(wavs, rel_lens) -> (B, D)``) and
@@ -113,7 +114,7 @@ class XvectorBrain(StepScheduleMixin, sb.Brain):
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Per-step TensorBoard logging."""
         tb = getattr(self.hparams, "tensorboard_logger", None)
-        if should_step and tb is not None and if_main_process():
+        if should_step and tb is not None:  # log_stats: main process only, syncs all
             tb.log_stats(
                 stats_meta={"step": self.optimizer_step},
                 train_stats={
@@ -164,7 +165,7 @@ class XvectorBrain(StepScheduleMixin, sb.Brain):
 
     def embedding_model(self) -> nn.Module:
         """The trained trunk in eval mode: ``(wavs, rel_lens) -> (B, D)`` embeddings."""
-        model = unwrap(self.modules.embedding_model)
+        model = self.unwrapped.embedding_model
         model.eval()
         return model
 
@@ -174,5 +175,5 @@ class XvectorBrain(StepScheduleMixin, sb.Brain):
         info = {"source": "xvector", "optimizer_step": int(self.optimizer_step)}
         info.update(meta or {})
         if if_main_process():
-            return save_embedding_model(unwrap(self.modules.embedding_model), path, info)
+            return save_embedding_model(self.unwrapped.embedding_model, path, info)
         return None
