@@ -74,7 +74,7 @@ def build(device, hidden_size=768, num_layers=12, trainable_layers=2):
 
 def run_step(modules, wavs, lens, device, precision):
     """One LASER step; returns the seconds spent in (augmentation, upstream, loss, total)."""
-    from lasersb.brains.laser import stack_views
+    from lasersb.augment import stack_views
 
     upstream, projection, views, divergence, regulariser, optimizer = modules
     autocast = torch.autocast(
