@@ -194,8 +194,8 @@ def markdown(result):
     """Markdown tables of a :func:`measure` result."""
     lines = [
         f"LASER SSFT step, {result['upstream']} (HuBERT base: 12 x 768), top 2 layers "
-        f"trainable, {result['device']}, batch {result['batch_size']} pairs, {result['precision']}, "
-        f"median of {result['timed_steps']} steps",
+        f"trainable, {result['device']}, batch {result['batch_size']} pairs, "
+        f"{result['precision']}, median of {result['timed_steps']} steps",
         "",
         "| part | ms / step | share |",
         "|---|---:|---:|",
