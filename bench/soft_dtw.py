@@ -126,41 +126,55 @@ def _pysdtw_divergence(x, y, g, x_lens=None, y_lens=None):
     return sdtw(x, y) - 0.5 * (sdtw(x, x) + sdtw(y, y))
 
 
-def _methods(device, backend="auto"):
-    """``{name: fn(x, y, gamma, x_lens, y_lens)}``, or ``{name: reason}`` when unavailable."""
-    methods = {
-        "lasersb": lambda x, y, g, xl=None, yl=None: soft_dtw_divergence(
-            x, y, xl, yl, gamma=g, backend=backend
-        )
-    }
+def _run_lasersb(backend):
+    def run(x, y, g, xl=None, yl=None):
+        return soft_dtw_divergence(x, y, xl, yl, gamma=g, backend=backend)
+
+    return run
+
+
+def _tslearn():
     try:
         from tslearn.metrics import SoftDTWLossPyTorch
-
-        def run_tslearn(x, y, g, xl=None, yl=None):
-            if xl is not None:
-                raise ValueError("no lengths argument")
-            return SoftDTWLossPyTorch(gamma=g, normalize=True)(x, y)
-
-        methods["tslearn"] = run_tslearn
     except ImportError:
-        methods["tslearn"] = "not installed"
-    if device.type == "cuda":
-        try:
-            import pysdtw  # noqa: F401
+        return "not installed"
 
-            methods["pysdtw"] = _pysdtw_divergence
-        except ImportError:
-            methods["pysdtw"] = "not installed"
-    else:
-        methods["pysdtw"] = "CUDA only"
-
-    def run_loop(x, y, g, xl=None, yl=None):
+    def run(x, y, g, xl=None, yl=None):
         if xl is not None:
-            raise ValueError("ragged lengths not implemented")
-        return numba_loop_divergence(x, y, g)
+            raise ValueError("no lengths argument")
+        return SoftDTWLossPyTorch(gamma=g, normalize=True)(x, y)
 
-    methods["numba-loop"] = run_loop
-    return methods
+    return run
+
+
+def _pysdtw(device):
+    if device.type != "cuda":
+        return "CUDA only"
+    try:
+        import pysdtw  # noqa: F401
+    except ImportError:
+        return "not installed"
+    return _pysdtw_divergence
+
+
+def _numba_loop(x, y, g, xl=None, yl=None):
+    if xl is not None:
+        raise ValueError("ragged lengths not implemented")
+    return numba_loop_divergence(x, y, g)
+
+
+def _methods(device, backend="auto", names=("lasersb", "tslearn", "pysdtw", "numba-loop")):
+    """``{name: fn(x, y, gamma, x_lens, y_lens)}``, or ``{name: reason}`` when unavailable.
+
+    Only the packages of the methods in ``names`` are imported.
+    """
+    makers = {
+        "lasersb": lambda: _run_lasersb(backend),
+        "tslearn": _tslearn,
+        "pysdtw": lambda: _pysdtw(device),
+        "numba-loop": lambda: _numba_loop,
+    }
+    return {name: makers[name]() for name in names}
 
 
 class _PeakRSS:
@@ -364,8 +378,7 @@ def main(argv=None):
         for ragged, text in ((False, args.sizes), (True, args.ragged))
         for batch, frames in parse_sizes(text)
     ]
-    wanted = args.methods.split(",")
-    methods = {k: v for k, v in _methods(device, args.backend).items() if k in wanted}
+    methods = _methods(device, args.backend, args.methods.split(","))
     if device.type == "cpu":
         with open("/proc/cpuinfo") as f:
             model = next((ln.split(":", 1)[1].strip() for ln in f if "model name" in ln), "?")
