@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -908,6 +909,7 @@ def orchestrate(out_dir, dry_run, budget_s, started_at, only=None):
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
     )
+    env["TMPDIR"] = str(scratch)  # the steps' temporary models and caches, removed at the end
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     if dry_run:
@@ -968,6 +970,7 @@ def orchestrate(out_dir, dry_run, budget_s, started_at, only=None):
             results["wall_s"] = time.time() - started_at
             _write(out_dir, results)
             print(f"[gpu_check] {name}: {step.get('status')} in {wall:.0f} s", flush=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     results["wall_s"] = time.time() - started_at
     _write(out_dir, results)
     print(f"[gpu_check] wrote {out_dir}/tables.md, results.json, gpu_check.log", flush=True)

@@ -11,6 +11,8 @@
 # each step in its own subprocess with its own time budget and writes OUT_DIR/tables.md,
 # OUT_DIR/results.json and OUT_DIR/gpu_check.log after every step. The whole run is stopped at
 # 8 minutes whatever happens (what was written by then stays). See bench/README.md.
+# LASERSB_GPU_CHECK_BUDGET_S (default 480) changes the total, LASERSB_GPU_CHECK_ONLY=a,b runs
+# only those steps (env, triton_tests, soft_dtw, laser, augment, superb_pr).
 set -uo pipefail
 
 dry_run=""
@@ -18,7 +20,7 @@ out_dir=""
 for arg in "$@"; do
   case "$arg" in
     --dry-run) dry_run="--dry-run" ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) out_dir="$arg" ;;
   esac
 done
@@ -33,7 +35,7 @@ mkdir -p "$out_dir"
 out_dir="$(cd "$out_dir" && pwd)"
 log="$out_dir/gpu_check.log"
 started_at="$(date +%s)"
-total_s=480          # 8 minutes, everything included
+total_s="${LASERSB_GPU_CHECK_BUDGET_S:-480}"   # 8 minutes, everything included
 python="${PYTHON:-python3}"
 : >"$log"
 
@@ -62,8 +64,10 @@ export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 now="$(date +%s)"
 left=$(( total_s - (now - started_at) - 15 ))   # 15 s kept for stopping and writing
+only=()
+[ -n "${LASERSB_GPU_CHECK_ONLY:-}" ] && only=(--only "$LASERSB_GPU_CHECK_ONLY")
 timeout --kill-after=10 $(( left + 10 )) "$python" bench/gpu_check.py "$out_dir" $dry_run \
-  --budget-s "$left" 2>&1 | tee -a "$log.console"
+  --budget-s "$left" "${only[@]}" 2>&1 | tee -a "$log.console"
 status=${PIPESTATUS[0]}
 cat "$log.console" >>"$log" && rm -f "$log.console"
 echo "[gpu_check] done in $(( $(date +%s) - started_at )) s (exit $status); tables: $out_dir/tables.md"
