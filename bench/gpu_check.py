@@ -54,6 +54,7 @@ ABSENT_ON_GPU_IMAGE = (
     "speechbrain",
     "hyperpyyaml",
     "ruamel",
+    "_ruamel_yaml",  # ruamel.yaml.clib: not carried, ruamel.yaml falls back to pure Python
     "soundfile",
     "_soundfile",
     "cffi",
