@@ -41,8 +41,11 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def build(device, hidden_size=768, num_layers=12, trainable_layers=2):
-    """The recipe's modules around a random HuBERT-base-sized upstream."""
+def build(device, hidden_size=768, num_layers=12, trainable_layers=2, **config_overrides):
+    """The recipe's modules around a random HuBERT-base-sized upstream.
+
+    ``config_overrides`` go to ``HubertConfig`` (smaller models for a dry run on the CPU).
+    """
     from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
     from lasersb.alignment import SoftDTWDivergence, TemporalRegulariser
@@ -51,7 +54,7 @@ def build(device, hidden_size=768, num_layers=12, trainable_layers=2):
     from lasersb.models.upstream import SSLUpstream
 
     folder = Path(tempfile.mkdtemp(prefix="hubert_base_random_"))
-    config = HubertConfig(hidden_size=hidden_size, num_hidden_layers=num_layers)
+    config = HubertConfig(hidden_size=hidden_size, num_hidden_layers=num_layers, **config_overrides)
     HubertModel(config).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=False).save_pretrained(
         folder
@@ -74,7 +77,7 @@ def build(device, hidden_size=768, num_layers=12, trainable_layers=2):
 
 def run_step(modules, wavs, lens, device, precision):
     """One LASER step; returns the seconds spent in (augmentation, upstream, loss, total)."""
-    from lasersb.brains.laser import stack_views
+    from lasersb.augment import stack_views
 
     upstream, projection, views, divergence, regulariser, optimizer = modules
     autocast = torch.autocast(
@@ -112,6 +115,110 @@ def run_step(modules, wavs, lens, device, precision):
     return t1 - t0, (t2 - t1) + (t4 - t3), t3 - t2, t4 - t0
 
 
+PAPER_STEPS, PAPER_BATCH = 3600, 8
+
+PARTS = (
+    ("augmentation", "augmentation (speed + pitch views)"),
+    ("upstream", "upstream forward + backward (+ clipping, AdamW)"),
+    ("loss", "loss: soft-DTW divergence + regulariser, fwd + bwd"),
+    ("total", "total"),
+)
+
+
+def measure(
+    device,
+    batch_size=8,
+    steps=5,
+    precision=None,
+    max_seconds=24.5,
+    mean_seconds=12.7,
+    min_seconds=1.5,
+    seed=0,
+    deadline=None,
+    **build_options,
+):
+    """Time ``steps`` LASER steps (after one warm-up step); returns a dict of the results.
+
+    Medians in seconds per part (``augmentation``, ``upstream``, ``loss``, ``total``), their
+    shares of the step, pairs per second, the projected paper-scale time (3,600 steps x 8
+    pairs) and the peak GPU memory. Timing stops early (after at least one timed step) once
+    ``deadline`` (a ``time.time()``) has passed.
+    """
+    device = torch.device(device)
+    precision = precision or ("bf16" if device.type == "cuda" else "fp32")
+    generator = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    modules = build(device, **build_options)
+    build_s = time.perf_counter() - start
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rows = []
+    for step in range(steps + 1):
+        if rows and deadline is not None and time.time() > deadline:
+            break
+        durations = librispeech_like_durations(
+            batch_size, generator, mean=mean_seconds, maximum=max_seconds, minimum=min_seconds
+        )
+        samples = [int(d * 16000) for d in durations]
+        wavs = torch.zeros(len(samples), max(samples))
+        for i, n in enumerate(samples):
+            wavs[i, :n] = 0.1 * torch.randn(n, generator=generator)
+        lens = torch.tensor(samples, dtype=torch.float) / max(samples)
+        timing = run_step(modules, wavs.to(device), lens.to(device), device, precision)
+        if step > 0:  # the first step warms up kernels and allocators
+            rows.append((*timing, sum(durations)))
+    med = {key: statistics.median(r[i] for r in rows) for i, (key, _) in enumerate(PARTS)}
+    audio = statistics.median(r[4] for r in rows)
+    pairs_per_s = batch_size / med["total"]
+    upstream = modules[0]
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "upstream": f"random HuBERT, {upstream.num_layers} layers x {upstream.hidden_size}",
+        "precision": precision,
+        "batch_size": batch_size,
+        "timed_steps": len(rows),
+        "build_s": build_s,
+        "median_s": med,
+        "share": {key: med[key] / med["total"] for key in med},
+        "audio_s_per_step": audio,
+        "pairs_per_s": pairs_per_s,
+        "paper_scale_min": PAPER_STEPS * PAPER_BATCH / pairs_per_s / 60,
+        "steps_s": [list(r) for r in rows],
+    }
+    if device.type == "cuda":
+        result["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return result
+
+
+def markdown(result):
+    """Markdown tables of a :func:`measure` result."""
+    lines = [
+        f"LASER SSFT step, {result['upstream']} (HuBERT base: 12 x 768), top 2 layers "
+        f"trainable, {result['device']}, batch {result['batch_size']} pairs, "
+        f"{result['precision']}, median of {result['timed_steps']} steps",
+        "",
+        "| part | ms / step | share |",
+        "|---|---:|---:|",
+    ]
+    for key, label in PARTS:
+        lines.append(
+            f"| {label} | {1000 * result['median_s'][key]:.1f} | "
+            f"{100 * result['share'][key]:.1f} % |"
+        )
+    lines += [
+        "",
+        "| metric | value |",
+        "|---|---:|",
+        f"| audio per step (s, both views count once) | {result['audio_s_per_step']:.1f} |",
+        f"| utterance pairs / s | {result['pairs_per_s']:.2f} |",
+        f"| paper-scale run ({PAPER_STEPS:,} x {PAPER_BATCH} pairs) | "
+        f"{result['paper_scale_min']:.1f} min |",
+    ]
+    if "peak_gpu_gib" in result:
+        lines.append(f"| peak GPU memory | {result['peak_gpu_gib']:.2f} GiB |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -121,49 +228,15 @@ def main(argv=None):
     parser.add_argument("--max-seconds", type=float, default=24.5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
-    generator = torch.Generator().manual_seed(args.seed)
-    modules = build(device)
-
-    rows = []
-    for step in range(args.steps + 1):
-        durations = librispeech_like_durations(args.batch_size, generator, maximum=args.max_seconds)
-        samples = [int(d * 16000) for d in durations]
-        wavs = torch.zeros(len(samples), max(samples))
-        for i, n in enumerate(samples):
-            wavs[i, :n] = 0.1 * torch.randn(n, generator=generator)
-        lens = torch.tensor(samples, dtype=torch.float) / max(samples)
-        timing = run_step(modules, wavs.to(device), lens.to(device), device, precision)
-        if step > 0:  # the first step warms up kernels and allocators
-            rows.append((*timing, sum(durations)))
-
-    med = [statistics.median(r[i] for r in rows) for i in range(5)]
-    augment, upstream_t, loss_t, total, audio = med
-    pairs_per_s = args.batch_size / total
-    paper_steps, paper_batch = 3600, 8
-    projected = paper_steps * paper_batch / pairs_per_s
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
-    print(f"LASER SSFT step, HuBERT-base-sized random upstream, top 2 layers trainable, {name}, ")
-    print(f"batch {args.batch_size} pairs, {precision}, median of {len(rows)} steps")
-    print()
-    print("| part | ms / step | share |")
-    print("|---|---:|---:|")
-    for label, value in (
-        ("augmentation (speed + pitch views)", augment),
-        ("upstream forward + backward", upstream_t),
-        ("loss: soft-DTW divergence + regulariser, fwd + bwd", loss_t),
-        ("total", total),
-    ):
-        print(f"| {label} | {1000 * value:.1f} | {100 * value / total:.1f} % |")
-    print()
-    print("| metric | value |")
-    print("|---|---:|")
-    print(f"| audio per step (s, both views count once) | {audio:.1f} |")
-    print(f"| utterance pairs / s | {pairs_per_s:.2f} |")
-    print(f"| paper-scale run (3,600 x 8 pairs) | {projected / 60:.1f} min |")
-    if device.type == "cuda":
-        print(f"| peak GPU memory | {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB |")
+    result = measure(
+        args.device,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        precision=args.precision,
+        max_seconds=args.max_seconds,
+        seed=args.seed,
+    )
+    print(markdown(result))
 
 
 def _cpu_name():

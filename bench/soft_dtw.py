@@ -1,10 +1,13 @@
 """Benchmark: forward + backward of the soft-DTW divergence (LASER's loss).
 
-Times ``soft_dtw_divergence`` (gamma 0.1, D = 256, float32, L2-normalised frames, all pairs at
-full length) for this repository and, in the same process, whichever baselines are available:
+Times ``soft_dtw_divergence`` (gamma 0.1, D = 256, L2-normalised frames; float32 inputs, or
+bfloat16 with ``--dtypes``; all pairs at full length, or ragged lengths drawn uniformly in
+``[N/2, N]`` per sequence with ``--ragged``) for this repository and, in the same process,
+whichever baselines are available:
 
 * ``tslearn``: ``tslearn.metrics.SoftDTWLossPyTorch(gamma, normalize=True)``;
-* ``pysdtw``: ``pysdtw.SoftDTW`` (CUDA only), three calls for the divergence;
+* ``pysdtw``: ``pysdtw.SoftDTW`` (CUDA only), three calls for the divergence (ragged pairs as
+  ``PackedSequence``, its way of taking lengths);
 * ``numba-loop``: a plain per-pair loop like the authors' LASER release: ``expand`` distances
   (a ``B x N x M x D`` intermediate per pair) and a single-threaded numba DP / E recursion per
   pair and term (written below, after Maghoumi's pytorch-softdtw-cuda CPU path).
@@ -15,6 +18,9 @@ large CPU cases (``--baseline-max-cells``) with a ``skipped (reason)`` cell; num
 invented. Example::
 
     python bench/soft_dtw.py --device cpu --sizes 8x300,1x600 --repeats 3
+    python bench/soft_dtw.py --device cuda --dtypes float32,bfloat16 --ragged 8x600,8x1000
+
+:func:`run_cases` yields one result per (case, method) for other scripts (bench/gpu_check.py).
 """
 
 import argparse
@@ -109,29 +115,66 @@ def numba_loop_divergence(x, y, gamma):
 # ----------------------------------------------------------------------------- methods
 
 
-def _methods(device):
-    methods = {"lasersb": lambda x, y, g: soft_dtw_divergence(x, y, gamma=g)}
+def _pysdtw_divergence(x, y, g, x_lens=None, y_lens=None):
+    import pysdtw
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    sdtw = pysdtw.SoftDTW(gamma=g, use_cuda=True)
+    if x_lens is not None:
+        x = pack_padded_sequence(x, x_lens.cpu(), batch_first=True, enforce_sorted=False)
+        y = pack_padded_sequence(y, y_lens.cpu(), batch_first=True, enforce_sorted=False)
+    return sdtw(x, y) - 0.5 * (sdtw(x, x) + sdtw(y, y))
+
+
+def _run_lasersb(backend):
+    def run(x, y, g, xl=None, yl=None):
+        return soft_dtw_divergence(x, y, xl, yl, gamma=g, backend=backend)
+
+    return run
+
+
+def _tslearn():
     try:
         from tslearn.metrics import SoftDTWLossPyTorch
-
-        methods["tslearn"] = lambda x, y, g: SoftDTWLossPyTorch(gamma=g, normalize=True)(x, y)
     except ImportError:
-        methods["tslearn"] = "not installed"
-    if device.type == "cuda":
-        try:
-            import pysdtw
+        return "not installed"
 
-            def run_pysdtw(x, y, g):
-                sdtw = pysdtw.SoftDTW(gamma=g, use_cuda=True)
-                return sdtw(x, y) - 0.5 * (sdtw(x, x) + sdtw(y, y))
+    def run(x, y, g, xl=None, yl=None):
+        if xl is not None:
+            raise ValueError("no lengths argument")
+        return SoftDTWLossPyTorch(gamma=g, normalize=True)(x, y)
 
-            methods["pysdtw"] = run_pysdtw
-        except ImportError:
-            methods["pysdtw"] = "not installed"
-    else:
-        methods["pysdtw"] = "CUDA only"
-    methods["numba-loop"] = numba_loop_divergence
-    return methods
+    return run
+
+
+def _pysdtw(device):
+    if device.type != "cuda":
+        return "CUDA only"
+    try:
+        import pysdtw  # noqa: F401
+    except ImportError:
+        return "not installed"
+    return _pysdtw_divergence
+
+
+def _numba_loop(x, y, g, xl=None, yl=None):
+    if xl is not None:
+        raise ValueError("ragged lengths not implemented")
+    return numba_loop_divergence(x, y, g)
+
+
+def _methods(device, backend="auto", names=("lasersb", "tslearn", "pysdtw", "numba-loop")):
+    """``{name: fn(x, y, gamma, x_lens, y_lens)}``, or ``{name: reason}`` when unavailable.
+
+    Only the packages of the methods in ``names`` are imported.
+    """
+    makers = {
+        "lasersb": lambda: _run_lasersb(backend),
+        "tslearn": _tslearn,
+        "pysdtw": lambda: _pysdtw(device),
+        "numba-loop": lambda: _numba_loop,
+    }
+    return {name: makers[name]() for name in names}
 
 
 class _PeakRSS:
@@ -165,32 +208,56 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _run_once(fn, x, y, gamma, device):
+def _run_once(fn, x, y, gamma, device, lens=(None, None)):
     x.grad = y.grad = None
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
+        start = time.perf_counter()
+        fn(x, y, gamma, *lens).sum().backward()
+        _sync(device)
+        return time.perf_counter() - start, torch.cuda.max_memory_allocated(device) - base
     start = time.perf_counter()
     with _PeakRSS() as rss:
-        fn(x, y, gamma).sum().backward()
-        _sync(device)
-    elapsed = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) - base if device.type == "cuda" else rss.increase
-    return elapsed, peak
+        fn(x, y, gamma, *lens).sum().backward()
+    return time.perf_counter() - start, rss.increase
 
 
-def bench_case(fn, batch, frames, dim, gamma, device, repeats, budget_s, seed=0):
-    """Median seconds and max peak bytes of ``repeats`` runs (after one warm-up run)."""
+def make_inputs(batch, frames, dim, device, dtype=torch.float32, ragged=False, seed=0):
+    """L2-normalised ``(B, N, D)`` pairs, and per-sequence lengths in ``[N/2, N]`` if ragged."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.nn.functional.normalize(torch.randn(batch, frames, dim, generator=gen), dim=-1)
     y = torch.nn.functional.normalize(torch.randn(batch, frames, dim, generator=gen), dim=-1)
-    x = x.to(device).requires_grad_(True)
-    y = y.to(device).requires_grad_(True)
-    first, _ = _run_once(fn, x, y, gamma, device)  # warm-up (JIT, autotuning, caches)
+    x = x.to(device=device, dtype=dtype).requires_grad_(True)
+    y = y.to(device=device, dtype=dtype).requires_grad_(True)
+    if not ragged:
+        return x, y, (None, None)
+    low = max(1, frames // 2)
+    lens = torch.randint(low, frames + 1, (2, batch), generator=gen)
+    lens[:, 0] = frames  # the padded length is the longest sequence
+    return x, y, (lens[0].to(device), lens[1].to(device))
+
+
+def bench_case(
+    fn,
+    batch,
+    frames,
+    dim,
+    gamma,
+    device,
+    repeats,
+    budget_s,
+    seed=0,
+    dtype=torch.float32,
+    ragged=False,
+):
+    """Median seconds and max peak bytes of ``repeats`` runs (after one warm-up run)."""
+    x, y, lens = make_inputs(batch, frames, dim, device, dtype, ragged, seed)
+    first, _ = _run_once(fn, x, y, gamma, device, lens)  # warm-up (JIT, autotuning, caches)
     times, peaks = [], []
     for _ in range(repeats):
-        elapsed, peak = _run_once(fn, x, y, gamma, device)
+        elapsed, peak = _run_once(fn, x, y, gamma, device, lens)
         times.append(elapsed)
         peaks.append(peak)
         if sum(times) + first > budget_s:
@@ -198,12 +265,73 @@ def bench_case(fn, batch, frames, dim, gamma, device, repeats, budget_s, seed=0)
     return statistics.median(times), max(peaks), len(times)
 
 
+def run_cases(
+    cases,
+    methods,
+    device,
+    dim=256,
+    gamma=0.1,
+    repeats=3,
+    budget_s=60.0,
+    baseline_max_cells=float("inf"),
+    deadline=None,
+):
+    """Yield ``(case, method, result)`` for every case and method, in that order.
+
+    ``cases`` holds ``(batch, frames, dtype, ragged)``; ``result`` is ``{"median_ms",
+    "peak_mib", "runs", "warmup_ms"}`` or ``{"skipped": reason}``. Nothing runs after
+    ``deadline`` (a ``time.time()``), every remaining result then says so.
+    """
+    for batch, frames, dtype, ragged in cases:
+        cells = batch * frames * frames
+        for name, fn in methods.items():
+            case = (batch, frames, dtype, ragged)
+            if deadline is not None and time.time() > deadline:
+                yield case, name, {"skipped": "time budget spent"}
+                continue
+            if isinstance(fn, str):
+                yield case, name, {"skipped": fn}
+                continue
+            if name != "lasersb" and device.type == "cpu" and cells > baseline_max_cells:
+                expand_gb = cells * dim * 4 / 1e9
+                reason = (
+                    f"B*N*M={cells:.2g} > {baseline_max_cells:.2g}; expand needs {expand_gb:.1f} GB"
+                )
+                yield case, name, {"skipped": reason}
+                continue
+            left = budget_s if deadline is None else max(0.0, min(budget_s, deadline - time.time()))
+            try:
+                start = time.perf_counter()
+                seconds, peak, runs = bench_case(
+                    fn, batch, frames, dim, gamma, device, repeats, left, dtype=dtype, ragged=ragged
+                )
+                total = time.perf_counter() - start
+                result = {
+                    "median_ms": seconds * 1e3,
+                    "peak_mib": peak / 2**20,
+                    "runs": runs,
+                    "warmup_ms": max(0.0, total - seconds * runs) * 1e3,
+                }
+            except Exception as err:  # noqa: BLE001 - a baseline's failure is a table cell
+                text = str(err).splitlines()[0][:80] if str(err) else ""
+                result = {"skipped": f"{type(err).__name__}: {text}"}
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            yield case, name, result
+
+
 def _cell(result):
-    if isinstance(result, str):
-        return result
-    seconds, peak, runs = result
-    suffix = "" if runs > 1 else " (n=1)"
-    return f"{seconds * 1e3:,.0f} ms / {peak / 2**20:,.0f} MiB{suffix}"
+    if "skipped" in result:
+        return f"skipped ({result['skipped']})"
+    suffix = "" if result["runs"] > 1 else " (n=1)"
+    return f"{result['median_ms']:,.0f} ms / {result['peak_mib']:,.0f} MiB{suffix}"
+
+
+def parse_sizes(text):
+    """``"8x600,1x600"`` -> ``[(8, 600), (1, 600)]``."""
+    if not text:
+        return []
+    return [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",")]
 
 
 def _return_freed_memory_to_the_os():
@@ -221,7 +349,10 @@ def main(argv=None):
     _return_freed_memory_to_the_os()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma list of BxN (N = M)")
+    parser.add_argument("--ragged", default="", help="comma list of BxN with ragged lengths")
+    parser.add_argument("--dtypes", default="float32", help="comma list: float32, bfloat16")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--backend", default="auto", help="lasersb backend (auto: by device)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gamma", type=float, default=0.1)
     parser.add_argument("--dim", type=int, default=256)
@@ -240,9 +371,14 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
-    wanted = args.methods.split(",")
-    methods = {k: v for k, v in _methods(device).items() if k in wanted}
+    dtypes = [getattr(torch, name) for name in args.dtypes.split(",")]
+    cases = [
+        (batch, frames, dtype, ragged)
+        for dtype in dtypes
+        for ragged, text in ((False, args.sizes), (True, args.ragged))
+        for batch, frames in parse_sizes(text)
+    ]
+    methods = _methods(device, args.backend, args.methods.split(","))
     if device.type == "cpu":
         with open("/proc/cpuinfo") as f:
             model = next((ln.split(":", 1)[1].strip() for ln in f if "model name" in ln), "?")
@@ -250,45 +386,28 @@ def main(argv=None):
     else:
         machine = torch.cuda.get_device_name(device)
     print(
-        f"Soft-DTW divergence forward+backward, gamma={args.gamma}, D={args.dim}, float32, "
+        f"Soft-DTW divergence forward+backward, gamma={args.gamma}, D={args.dim}, "
         f"{machine}; torch {torch.__version__}; cells: median ms / peak memory\n"
     )
-    print("| B x N=M | " + " | ".join(methods) + " |")
-    print("|---|" + "---|" * len(methods))
-    for batch, frames in sizes:
-        row = []
-        cells = batch * frames * frames
-        for name, fn in methods.items():
-            if isinstance(fn, str):
-                row.append(f"skipped ({fn})")
-                continue
-            if name != "lasersb" and device.type == "cpu" and cells > args.baseline_max_cells:
-                expand_gb = cells * args.dim * 4 / 1e9
-                row.append(
-                    f"skipped (B*N*M={cells:.2g} > {args.baseline_max_cells:.2g}; "
-                    f"expand needs {expand_gb:.1f} GB)"
-                )
-                continue
-            try:
-                row.append(
-                    _cell(
-                        bench_case(
-                            fn,
-                            batch,
-                            frames,
-                            args.dim,
-                            args.gamma,
-                            device,
-                            args.repeats,
-                            args.budget_s,
-                        )  # fmt: skip
-                    )
-                )
-            except (RuntimeError, MemoryError) as err:
-                row.append(f"skipped ({type(err).__name__}: {str(err).splitlines()[0][:60]})")
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        print(f"| {batch} x {frames} | " + " | ".join(row) + " |", flush=True)
+    print("| B x N=M | inputs | " + " | ".join(methods) + " |")
+    print("|---|---|" + "---|" * len(methods))
+    row = []
+    for (batch, frames, dtype, ragged), _name, result in run_cases(
+        cases,
+        methods,
+        device,
+        dim=args.dim,
+        gamma=args.gamma,
+        repeats=args.repeats,
+        budget_s=args.budget_s,
+        baseline_max_cells=args.baseline_max_cells,
+    ):
+        row.append(_cell(result))
+        if len(row) == len(methods):
+            label = f"{batch} x {frames}" + (" ragged" if ragged else "")
+            dtype_name = str(dtype).replace("torch.", "")
+            print(f"| {label} | {dtype_name} | " + " | ".join(row) + " |", flush=True)
+            row = []
     return 0
 
 

@@ -3,7 +3,9 @@
 A *source* is a folder (searched recursively for ``.wav``/``.flac``), a SpeechBrain-style CSV
 (column ``wav``; also ``file``, ``path``, ``noise`` or ``rir``; relative paths are resolved
 against the CSV's folder, ``$name`` placeholders through ``replacements``), a single audio file,
-or a list of any of these. Audio is read with soundfile (torchaudio.load is not used).
+or a list of any of these. Audio is read with soundfile (torchaudio.load is not used), imported
+where a file is read, so that ``lasersb.augment`` imports on a machine without soundfile (the bare
+GPU image of ``bench/gpu_check.sh``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -24,7 +25,7 @@ def list_audio_files(source, replacements=None) -> list[Path]:
 
     Example
     -------
-    >>> import tempfile
+    >>> import tempfile, soundfile as sf
     >>> folder = Path(tempfile.mkdtemp())
     >>> sf.write(folder / "a.wav", np.zeros(160, dtype="float32"), 16000)
     >>> [p.name for p in list_audio_files(folder)]
@@ -85,7 +86,7 @@ class AudioBank:
 
     Example
     -------
-    >>> import tempfile
+    >>> import tempfile, soundfile as sf
     >>> file = Path(tempfile.mkdtemp()) / "n.wav"
     >>> sf.write(file, np.arange(100, dtype="float32") / 128, 16000)
     >>> bank = AudioBank([file], sample_rate=16000)
@@ -106,6 +107,8 @@ class AudioBank:
     def num_frames(self, index: int) -> int:
         """Number of samples of file ``index`` (checks its sampling rate on first access)."""
         if index not in self._frames:
+            import soundfile as sf
+
             file = self.files[index]
             try:
                 info = sf.info(str(file))
@@ -133,6 +136,8 @@ class AudioBank:
         return self._read_file(index, start, frames)
 
     def _read_file(self, index: int, start: int, frames: int) -> torch.Tensor:
+        import soundfile as sf
+
         data, _ = sf.read(
             str(self.files[index]), start=start, frames=frames, dtype="float32", always_2d=True
         )

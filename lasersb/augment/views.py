@@ -138,4 +138,36 @@ class LaserViews(nn.Module):
         return torch.where(take_b, b, a)
 
 
-__all__ = ["LaserViews", "HUBERT_SPEED_FACTORS", "WAVLM_SPEED_FACTORS"]
+__all__ = ["LaserViews", "HUBERT_SPEED_FACTORS", "WAVLM_SPEED_FACTORS", "stack_views"]
+
+
+def stack_views(view_a, lens_a, view_b, lens_b):
+    """Stack two batches of waveforms (relative lengths) into one padded batch of ``2B``.
+
+    Arguments
+    ---------
+    view_a, view_b : torch.Tensor
+        ``(B, Ta)`` and ``(B, Tb)`` waveforms.
+    lens_a, lens_b : torch.Tensor
+        Relative lengths ``(B,)`` of each batch, relative to its own padded length.
+
+    Returns
+    -------
+    wavs : torch.Tensor
+        ``(2B, max(Ta, Tb))`` waveforms, zero-padded.
+    lens : torch.Tensor
+        ``(2B,)`` lengths relative to the new padded length.
+
+    Example
+    -------
+    >>> w, l = stack_views(torch.ones(2, 4), torch.tensor([1.0, 0.5]),
+    ...                    torch.ones(2, 8), torch.tensor([1.0, 1.0]))
+    >>> w.shape, l.tolist()
+    (torch.Size([4, 8]), [0.5, 0.25, 1.0, 1.0])
+    """
+    length = max(view_a.shape[1], view_b.shape[1])
+    wavs = view_a.new_zeros(view_a.shape[0] + view_b.shape[0], length)
+    wavs[: view_a.shape[0], : view_a.shape[1]] = view_a
+    wavs[view_a.shape[0] :, : view_b.shape[1]] = view_b
+    lens = torch.cat([lens_a * (view_a.shape[1] / length), lens_b * (view_b.shape[1] / length)])
+    return wavs, lens
