@@ -91,9 +91,7 @@ class BasicBlock(nn.Module):
     torch.Size([1, 8, 5, 3])
     """
 
-    def __init__(
-        self, in_channels: int, channels: int, stride: int = 1, activation: str = "relu6"
-    ):
+    def __init__(self, in_channels: int, channels: int, stride: int = 1, activation: str = "relu6"):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
