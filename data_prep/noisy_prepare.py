@@ -1,8 +1,10 @@
 """Deterministic noisy LibriSpeech from LibriSpeech + DEMAND (or any folder of noise types).
 
-Defaults follow the authors' related release for position-invariant SE fine-tuning
-(Meghanani & Hain, ICASSP 2026): each utterance gets one noise type, drawn uniformly, a random
-crop of that type's recording (``ch01.wav``), and an SNR drawn from {20, 10, 5} dB.
+Defaults follow the authors' noise-robust SSFT release (nr-ssft): each utterance gets one
+noise type, drawn uniformly, a random crop of that type's recording (``ch01.wav``), and an SNR
+drawn from {20, 10, 5} dB. These per-utterance draws are that release's settings; the SE paper
+(Meghanani & Hain, ICASSP 2026, recipes/LibriSpeech-DEMAND/se) uses the DEMAND 'seen' types and
+those SNRs, but its numbers do not come with this preparation code.
 
 - ``seen`` condition: the 12 DEMAND types DKITCHEN DWASHING DLIVING TMETRO TBUS TCAR OOFFICE
   OHALLWAY OMEETING PSTATION PCAFETER PRESTO, for every split (train / dev / test);

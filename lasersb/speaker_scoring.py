@@ -459,11 +459,15 @@ def evaluate_verification(
     return results
 
 
-def cohort_from_manifest(csv_path, size: int = 1000, seed: int = 0) -> dict:
-    """``{id: wav}`` of ``size`` utterances drawn evenly over the speakers of a manifest.
+def cohort_from_manifest(
+    csv_path, size: int = 1000, seed: int = 0, selection: str = "per_speaker"
+) -> dict:
+    """``{id: wav}`` of ``size`` utterances of a manifest, for mean subtraction and AS-norm.
 
-    Round-robin over the speakers (in a seeded random order) so the cohort covers as many
-    training speakers as possible.
+    ``selection="per_speaker"``: round-robin over the speakers (in a seeded random order), so
+    the cohort covers as many training speakers as possible; this reads the speaker labels
+    (fine for a supervised x-vector). ``"random"``: a seeded random sample of utterances that
+    never reads a label, for label-free methods such as DINO.
 
     Example
     -------
@@ -472,9 +476,18 @@ def cohort_from_manifest(csv_path, size: int = 1000, seed: int = 0) -> dict:
     >>> _ = (d / "m.csv").write_text("ID,duration,wav,spk_id\\na,1,x,s1\\nb,1,y,s1\\nc,1,z,s2\\n")
     >>> sorted(cohort_from_manifest(d / "m.csv", size=2).values())
     ['x', 'z']
+    >>> len(cohort_from_manifest(d / "m.csv", size=2, selection="random"))
+    2
     """
     import csv
 
+    if selection not in ("per_speaker", "random"):
+        raise ValueError(f"cohort selection must be per_speaker or random, got {selection!r}")
+    if selection == "random":
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            rows = [(row["ID"], row["wav"]) for row in csv.DictReader(handle)]
+        rows = random.Random(seed).sample(rows, min(int(size), len(rows)))
+        return dict(rows)
     by_speaker = {}
     with open(csv_path, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
@@ -563,7 +576,8 @@ def score_trial_lists(model, hparams: dict, manifests: dict, device="cpu", name=
     """Score every trial list of ``manifests`` with ``model``: ``{trials name: results}``.
 
     The cohort (mean subtraction and AS-norm) is ``cohort_size`` utterances of the training
-    manifest (:func:`cohort_from_manifest`); each list is evaluated by
+    manifest, chosen as ``cohort_selection`` says (:func:`cohort_from_manifest`: ``random``
+    for label-free DINO, ``per_speaker`` for the x-vector); each list is evaluated by
     :func:`evaluate_verification` into ``<eval_folder>/<trials name>/``, with ``snorm_top_n``,
     ``eval_batch_size``, ``eval_max_seconds`` and ``sample_rate`` from ``hparams``.
 
@@ -572,7 +586,12 @@ def score_trial_lists(model, hparams: dict, manifests: dict, device="cpu", name=
     >>> score_trial_lists(brain.embedding_model(), hparams, manifests,
     ...                   device=brain.device, name="DINO")  # doctest: +SKIP
     """
-    cohort = cohort_from_manifest(manifests["train"], hparams["cohort_size"], hparams["seed"])
+    cohort = cohort_from_manifest(
+        manifests["train"],
+        hparams["cohort_size"],
+        hparams["seed"],
+        selection=hparams["cohort_selection"],
+    )
     results = {}
     for trials_name, trials in manifests["trials"].items():
         results[trials_name] = evaluate_verification(
@@ -608,6 +627,12 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--cohort-csv", default=None, help="training manifest for mean/AS-norm")
     parser.add_argument("--cohort-size", type=int, default=1000)
+    parser.add_argument(
+        "--cohort-selection",
+        choices=("random", "per_speaker"),
+        default="random",
+        help="random: label-free (DINO); per_speaker: round-robin over speaker labels",
+    )
     parser.add_argument("--top-n", type=int, default=300, help="AS-norm adaptive cohort size")
     parser.add_argument("--no-snorm", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -619,7 +644,9 @@ def main(argv=None) -> int:
     model = load_embedding_model(args.model, device=args.device)
     cohort = None
     if args.cohort_csv:
-        cohort = cohort_from_manifest(args.cohort_csv, args.cohort_size)
+        cohort = cohort_from_manifest(
+            args.cohort_csv, args.cohort_size, selection=args.cohort_selection
+        )
     name = args.name or model.checkpoint_meta.get("source", "system")
     evaluate_verification(
         model,

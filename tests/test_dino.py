@@ -239,3 +239,23 @@ def test_embedding_checkpoint_round_trip_and_errors(tmp_path):
     torch.save({"state_dict": {}}, bad)
     with pytest.raises(ValueError, match="not a lasersb.speaker_embedding/1"):
         load_embedding_model(bad)
+
+
+def test_dino_optimiser_groups_as_hyperion():
+    """No weight decay on biases and 1-D parameters; the weights get the optimiser's L2."""
+    from types import SimpleNamespace
+
+    from lasersb.brains.dino import DINOBrain
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    fake = SimpleNamespace(
+        modules=SimpleNamespace(student=net),
+        hparams=SimpleNamespace(weight_decay_skip_1d=True),
+        opt_class=lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=1e-4, amsgrad=True),
+        checkpointer=None,
+    )
+    DINOBrain.init_optimizers(fake)
+    decayed, plain = fake.optimizer.param_groups
+    assert [p.shape for p in decayed["params"]] == [torch.Size([4, 3])]
+    assert decayed["weight_decay"] == 1e-4 and plain["weight_decay"] == 0.0
+    assert len(plain["params"]) == 3 and decayed["amsgrad"]

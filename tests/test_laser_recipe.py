@@ -97,6 +97,9 @@ def trained(request, mini_corpus, tiny_upstreams, tmp_path_factory):
 
 def test_short_run_lowers_dev_loss(trained):
     assert trained["brain"].optimizer_step == 16
+    # s3prl's linear_schedule_with_warmup (2 warm-up steps here): the last of 16 steps has
+    # lr * (16 - 15) / (16 - 2).
+    assert trained["brain"].final_lr == pytest.approx(0.002 / 14)
     assert trained["loss_after"] < trained["loss_before"], (
         trained["loss_before"],
         trained["loss_after"],
@@ -104,10 +107,12 @@ def test_short_run_lowers_dev_loss(trained):
 
 
 def test_only_top_layers_and_projection_change(trained):
+    """The release's trainable set: top two layers, the encoder layer norm, the projection."""
     brain = trained["brain"]
     after = brain.modules.state_dict()
     num_layers = brain.modules.upstream.num_layers
-    top = {f"layers.{num_layers - 2}.", f"layers.{num_layers - 1}."}
+    top = {f"layers.{num_layers - 2}.", f"layers.{num_layers - 1}.", "encoder.layer_norm."}
+    assert {"upstream.model.encoder.layer_norm.weight"} <= trained["trainable"]
     changed_trainable = 0
     for name, param in brain.modules.named_parameters():
         if name in trained["trainable"]:

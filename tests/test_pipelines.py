@@ -120,3 +120,33 @@ def test_dynamic_batching_needs_budget(corpus):
     dataset = audio_dataset(corpus / "data.csv", replacements={"data_root": str(corpus)})
     with pytest.raises(ValueError, match="max_batch_length"):
         dataloader_options(dataset, 4, dynamic_batching=True)
+
+
+def test_length_buckets_as_s3prl_and_resumable_order():
+    """s3prl's ASR batching: sorted buckets, halved when long, order fixed by seed and epoch."""
+    from speechbrain.dataio.dataset import DynamicItemDataset
+    from speechbrain.utils.epoch_loop import EpochCounter
+
+    from lasersb.data.pipelines import LengthBucketBatchSampler
+
+    durations = [float(d) for d in torch.randperm(40, generator=torch.Generator().manual_seed(0))]
+    data = DynamicItemDataset({f"u{i}": {"duration": d + 1} for i, d in enumerate(durations)})
+    plain = list(LengthBucketBatchSampler(data, batch_size=8, shuffle=False))
+    assert [len(b) for b in plain] == [8] * 5
+    lengths = [durations[i] for batch in plain for i in batch]
+    assert lengths == sorted(lengths, reverse=True)  # consecutive length-sorted buckets
+    # s3prl's threshold (2,000 samples = 0.125 s) halves every bucket: batches of 4.
+    halved = LengthBucketBatchSampler(data, 8, halve_above_seconds=0.125, shuffle=False)
+    assert [len(b) for b in halved] == [4] * 10
+    # The shuffled order depends on the epoch counter only, so a resumed run redraws it.
+    counter = EpochCounter(3)
+    options = dataloader_options(
+        data, 8, shuffle=True, seed=1, bucketing=True, epoch_counter=counter
+    )
+    sampler = options["batch_sampler"]
+    first, again = list(sampler), list(sampler)
+    assert first == again and sorted(map(tuple, first)) == sorted(map(tuple, plain))
+    counter.current = 1
+    assert list(sampler) != first
+    with pytest.raises(ValueError, match="bucketing and dynamic_batching"):
+        dataloader_options(data, 8, bucketing=True, dynamic_batching=True, max_batch_length=9)

@@ -66,6 +66,8 @@ def make_brain(upstream, loss, enhancer=None, tmp_path=None, **extra):
         "speed_factors": [0.9, 1.1],
         "soft_dtw": SoftDTWDivergence(gamma=0.1),
         "signal_loss_weight": 0.0,
+        "feature_reduction": "sum",
+        "softdtw_length_norm": False,
         "valid_seed": 7,
         "output_folder": str(tmp_path),
         **extra,
@@ -166,7 +168,18 @@ def test_softdtw_handles_mixed_lengths(batches, upstream, tmp_path):
 
 def test_frame_mse_and_configuration_errors(upstream, tmp_path):
     x = torch.randn(2, 5, 4)
-    assert torch.allclose(frame_mse(x, x + 1, torch.tensor([5, 2])), torch.ones(2))
+    # The paper's SSL-MSE: ||x_i - x'_i||^2 summed over the 4 dimensions, mean over frames.
+    assert torch.allclose(frame_mse(x, x + 1, torch.tensor([5, 2])), torch.full((2,), 4.0))
+    assert torch.allclose(frame_mse(x, x + 1, torch.tensor([5, 2]), "mean"), torch.ones(2))
+    with pytest.raises(ValueError, match="feature_reduction"):
+        frame_mse(x, x, torch.tensor([5, 2]), "max")
+    # The soft-DTW variant uses the same frame distance: identical one-frame sequences at
+    # distance 1 per dimension cost H (no 1/sqrt(H) or length rescaling by default).
+    sdtw = SoftDTWDivergence(gamma=0.1)
+    one, lens1 = torch.zeros(1, 1, 4), torch.tensor([1])
+    paper = soft_dtw_frame_loss(one, one + 1, lens1, lens1, sdtw)
+    mean = soft_dtw_frame_loss(one, one + 1, lens1, lens1, sdtw, feature_reduction="mean")
+    assert torch.allclose(paper, 4.0 * mean, rtol=1e-4) and paper.item() == pytest.approx(4.0)
     with pytest.raises(ValueError, match="loss"):
         make_brain(upstream, "l2", tmp_path=tmp_path)
     with pytest.raises(ValueError, match="ssl_layers"):

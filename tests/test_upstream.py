@@ -224,7 +224,12 @@ def test_normalisation_over_valid_samples_only(tiny_upstreams):
 # ----------------------------------------------------------------------------- trainability
 @pytest.mark.parametrize("kind", KINDS)
 def test_trainable_top_layers(tiny_upstreams, kind):
-    upstream = SSLUpstream(tiny_upstreams[kind], trainable_layers=2)
+    upstream = SSLUpstream(
+        tiny_upstreams[kind],
+        trainable_layers=2,
+        train_encoder_layer_norm=False,
+        dropout_in_frozen=False,
+    )
     names = _trainable_names(upstream)
     layer_params = {
         f"model.encoder.layers.{i}.{name}"
@@ -244,7 +249,10 @@ def test_trainable_top_layers(tiny_upstreams, kind):
 
 def test_trainable_layer_list_and_feature_encoder(tiny_upstreams):
     upstream = SSLUpstream(
-        tiny_upstreams["hubert"], trainable_layers=[0, -1], freeze_feature_encoder=False
+        tiny_upstreams["hubert"],
+        trainable_layers=[0, -1],
+        freeze_feature_encoder=False,
+        train_encoder_layer_norm=False,
     )
     assert upstream.trainable_layer_indices == (0, 2)
     expected = {
@@ -269,13 +277,47 @@ def test_final_layer_norm_of_pre_norm_models_trains_with_top_layer(large_style_u
     upstream = SSLUpstream(large_style_upstream, trainable_layers=1)
     names = _trainable_names(upstream)
     assert {"model.encoder.layer_norm.weight", "model.encoder.layer_norm.bias"} <= names
-    lower = SSLUpstream(large_style_upstream, trainable_layers=[0])
+    lower = SSLUpstream(large_style_upstream, trainable_layers=[0], train_encoder_layer_norm=False)
     assert not any("encoder.layer_norm" in name for name in _trainable_names(lower))
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_release_trainable_set_and_train_mode(tiny_upstreams, kind):
+    """Default: the LASER release's set (top layers + encoder layer norm), whole model in train."""
+    upstream = SSLUpstream(tiny_upstreams[kind], trainable_layers=2)
+    layer_params = {
+        f"model.encoder.layers.{i}.{name}"
+        for i in (1, 2)
+        for name, _ in upstream.encoder_layers[i].named_parameters()
+    }
+    norm = {"model.encoder.layer_norm.weight", "model.encoder.layer_norm.bias"}
+    assert _trainable_names(upstream) == layer_params | norm
+    assert set(upstream.trainable_parameter_names()) == layer_params | norm
+    upstream.train()
+    assert upstream.model.training and upstream.encoder_layers[0].training  # dropout everywhere
+    upstream.eval()
+    assert not upstream.model.training and not upstream.encoder_layers[2].training
+    # A frozen upstream stays in eval mode whatever the wrapper's mode.
+    frozen = SSLUpstream(tiny_upstreams[kind], trainable_layers=0).train()
+    assert not frozen.model.training and frozen.trainable_parameter_names() == []
+    # The norm of post-norm base models is applied before layer 0: it gets a gradient through
+    # the frozen layers, which get none themselves.
+    batch, lens = _pad(_waves(6000, 8000))
+    out = upstream.train()(batch, lens)
+    out.last_hidden_state[~out.padding_mask].pow(2).mean().backward()
+    grads = {name for name, p in upstream.named_parameters() if p.grad is not None}
+    assert grads == layer_params | norm
+    assert upstream.model.encoder.layer_norm.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_frozen_params_get_no_grad(tiny_upstreams, kind):
-    upstream = SSLUpstream(tiny_upstreams[kind], trainable_layers=1).train()
+    upstream = SSLUpstream(
+        tiny_upstreams[kind],
+        trainable_layers=1,
+        train_encoder_layer_norm=False,
+        dropout_in_frozen=False,
+    ).train()
     batch, lens = _pad(_waves(6000, 8000))
     out = upstream(batch, lens)
     first = upstream(batch, lens)

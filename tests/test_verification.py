@@ -176,3 +176,17 @@ def test_trials_scoring_and_det_plot(tmp_path):
         read_trials(bad)
     with pytest.raises(FileNotFoundError, match="veri_test2"):
         read_trials(tmp_path / "missing.txt")
+
+
+def test_label_free_cohort_reads_no_speaker_label(tmp_path):
+    """DINO's AS-norm cohort (selection random) works on a manifest without spk_id."""
+    from lasersb.speaker_scoring import cohort_from_manifest
+
+    rows = "".join(f"u{i},1.0,w{i}.wav\n" for i in range(10))
+    (tmp_path / "m.csv").write_text("ID,duration,wav\n" + rows)
+    cohort = cohort_from_manifest(tmp_path / "m.csv", size=4, seed=3, selection="random")
+    assert len(cohort) == 4 and cohort == cohort_from_manifest(
+        tmp_path / "m.csv", size=4, seed=3, selection="random"
+    )
+    with pytest.raises(KeyError):
+        cohort_from_manifest(tmp_path / "m.csv", size=4, selection="per_speaker")

@@ -1,6 +1,6 @@
 """LASER's two views of an utterance: the original and a speed-perturbed + pitch-shifted copy.
 
-From the LASER paper (Meghanani & Hain, ICASSP 2024): for each utterance, the perturbed view
+From the LASER paper (Meghanani & Hain, Interspeech 2024): for each utterance, the perturbed view
 is speed perturbation with a factor drawn from ``[0.9, 1.0, 1.1]`` (HuBERT) or
 ``[0.8, 0.85, 0.9, 1.0, 1.1, 1.15, 1.2]`` (WavLM), then a pitch shift of +2 or -2 semitones;
 the order of the two views is random. Everything runs batched on the input's device, the

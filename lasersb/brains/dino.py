@@ -350,8 +350,19 @@ class DINOBrain(StepScheduleMixin, DistributedBrain):
 
     # ------------------------------------------------------------------ optimisation
     def init_optimizers(self):
-        """Optimiser over the student's trainable parameters."""
-        params = [p for p in self.modules.student.parameters() if p.requires_grad]
+        """Optimiser over the student's trainable parameters.
+
+        With ``weight_decay_skip_1d`` (hyperion's ``dinossl_style``, from the DINO code) the
+        parameters form two groups: the weights, with the optimiser's weight decay, and the
+        biases and 1-D parameters (norms), without.
+        """
+        named = [(n, p) for n, p in self.modules.student.named_parameters() if p.requires_grad]
+        if self.hparams.weight_decay_skip_1d:
+            plain = [p for n, p in named if n.endswith(".bias") or p.ndim == 1]
+            decayed = [p for n, p in named if not (n.endswith(".bias") or p.ndim == 1)]
+            params = [{"params": decayed}, {"params": plain, "weight_decay": 0.0}]
+        else:
+            params = [p for _, p in named]
         self.optimizer = self.opt_class(params)
         self.optimizers_dict = {"optimizer": self.optimizer}
         if self.checkpointer is not None:

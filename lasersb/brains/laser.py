@@ -177,6 +177,7 @@ class LaserBrain(DistributedBrain):
             self.test_stats = stats
 
     def _log_parameter_counts(self):
+        """Log the trainable share and, once per run, the exact trainable parameter names."""
         trainable = sum(p.numel() for p in self.modules.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.modules.parameters())
         logger.info(
@@ -185,6 +186,16 @@ class LaserBrain(DistributedBrain):
             total,
             100.0 * trainable / max(1, total),
         )
+        if not getattr(self, "_names_logged", False):
+            names = [n for n, p in self.modules.named_parameters() if p.requires_grad]
+            logger.info("LASER SSFT trainable parameters (%d): %s", len(names), ", ".join(names))
+            self._names_logged = True
+
+    @property
+    def final_lr(self) -> float | None:
+        """Learning rate of the last optimiser step (``None`` before any, or with no optimiser)."""
+        optimizer = getattr(self, "optimizer", None)
+        return None if optimizer is None else self.hparams.lr_schedule.last_lr(optimizer)
 
     # ------------------------------------------------------------------ analysis / export
     @torch.no_grad()

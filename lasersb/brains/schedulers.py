@@ -23,9 +23,15 @@ class WarmupSchedule:
     total_steps : int, optional
         Last step of the decay (needed for ``decay="linear"`` or ``"cosine"``).
     decay : str
-        ``"constant"`` (LASER's release), ``"linear"`` or ``"cosine"`` after warm-up.
+        ``"constant"``, ``"linear"`` or ``"cosine"`` after warm-up. ``"linear"`` with
+        ``final_ratio=0`` and ``warmup_from_zero=True`` is s3prl's (and ``transformers``')
+        ``linear_schedule_with_warmup``, the schedule of the LASER release.
     final_ratio : float
         Multiplier reached at ``total_steps`` for the decaying schedules.
+    warmup_from_zero : bool
+        ``True``: the update of step ``k < warmup_steps`` uses ``k / warmup_steps`` (s3prl's
+        ``LambdaLR``: the very first update has learning rate 0). ``False``: ``(k + 1) /
+        warmup_steps``, so no update is wasted. Both reach the base rate at ``warmup_steps``.
 
     Example
     -------
@@ -39,9 +45,21 @@ class WarmupSchedule:
     >>> sched.step(opt)
     >>> round(opt.param_groups[0]["lr"], 4)
     0.05
+    >>> round(sched.last_lr(opt), 4)  # the learning rate of the step just made
+    0.025
+    >>> s3prl = WarmupSchedule(4, 8, decay="linear", warmup_from_zero=True)
+    >>> [round(s3prl.multiplier(s), 2) for s in (0, 2, 4, 6, 7, 8)]
+    [0.0, 0.5, 1.0, 0.5, 0.25, 0.0]
     """
 
-    def __init__(self, warmup_steps=0, total_steps=None, decay="constant", final_ratio=0.0):
+    def __init__(
+        self,
+        warmup_steps=0,
+        total_steps=None,
+        decay="constant",
+        final_ratio=0.0,
+        warmup_from_zero=False,
+    ):
         if decay not in ("constant", "linear", "cosine"):
             raise ValueError(f"decay must be constant, linear or cosine, got {decay!r}")
         if decay != "constant" and not total_steps:
@@ -50,12 +68,13 @@ class WarmupSchedule:
         self.total_steps = int(total_steps) if total_steps else None
         self.decay = decay
         self.final_ratio = float(final_ratio)
+        self.warmup_from_zero = bool(warmup_from_zero)
         self.num_steps = 0
 
     def multiplier(self, step: int) -> float:
         """Learning-rate multiplier for the update made at optimiser step ``step`` (0-based)."""
         if self.warmup_steps > 0 and step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
+            return (step + (0 if self.warmup_from_zero else 1)) / self.warmup_steps
         if self.decay == "constant":
             return 1.0
         span = max(1, self.total_steps - self.warmup_steps)
@@ -76,6 +95,12 @@ class WarmupSchedule:
         factor = self.multiplier(self.num_steps)
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
+
+    def last_lr(self, optimizer: torch.optim.Optimizer) -> float | None:
+        """Learning rate (first parameter group) of the last optimiser step; ``None`` before any."""
+        if self.num_steps == 0:
+            return None
+        return optimizer.param_groups[0]["initial_lr"] * self.multiplier(self.num_steps - 1)
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         """Advance one optimiser step and set the lr of the next update."""

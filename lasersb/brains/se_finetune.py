@@ -20,9 +20,15 @@ grad). Three losses, chosen by ``hparams.loss``:
 ``softdtw``
     the clean reference is speed-perturbed (:func:`lasersb.augment.speed_perturb`) and the
     soft-DTW divergence between the two SSL sequences is minimised; it needs no frame-to-frame
-    correspondence. Features are divided by ``sqrt(H)`` (so a cell's cost is a per-dimension
-    mean squared error, as in the MSE losses) and each divergence by the mean of the two
-    sequence lengths.
+    correspondence.
+
+Scale (``feature_reduction``, ``softdtw_length_norm``): by default every loss uses the paper's
+frame distance, ``||x_i - x'_i||^2`` summed over the ``H`` feature dimensions; the MSE losses
+are its mean over frames, ``(1/m) sum_i ||x_i - x'_i||^2`` (the paper's SSL-MSE), and the
+soft-DTW divergence is taken on the same cell costs, so ``gamma`` means what it means in LASER.
+``feature_reduction: mean`` divides the frame distance by ``H`` (a per-dimension MSE; the
+soft-DTW features are then scaled by ``1/sqrt(H)``), and ``softdtw_length_norm: True`` divides
+each divergence by the mean of the two sequence lengths; both are explicit options only.
 
 The compared layers are configurable (``ssl_layers``: indices into ``hidden_states``, 0 = the
 input of the first transformer layer, ``L`` = the last layer; the loss is the mean over them).
@@ -63,8 +69,10 @@ VALID_CURVE = "valid_curve.csv"
 
 
 # ---------------------------------------------------------------------- loss functions
-def frame_mse(x: torch.Tensor, y: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the first ``lens[b]`` frames and all dimensions, per utterance.
+def frame_mse(
+    x: torch.Tensor, y: torch.Tensor, lens: torch.Tensor, feature_reduction: str = "sum"
+) -> torch.Tensor:
+    """Squared frame distance averaged over the first ``lens[b]`` frames, per utterance.
 
     Parameters
     ----------
@@ -72,6 +80,9 @@ def frame_mse(x: torch.Tensor, y: torch.Tensor, lens: torch.Tensor) -> torch.Ten
         ``(B, F, H)`` frame sequences (frames beyond ``lens`` are ignored).
     lens : torch.Tensor
         ``(B,)`` valid frame counts.
+    feature_reduction : str
+        ``"sum"``: ``||x_i - y_i||^2`` summed over the ``H`` dimensions (the SE paper's
+        SSL-MSE); ``"mean"``: divided by ``H``.
 
     Returns
     -------
@@ -83,14 +94,27 @@ def frame_mse(x: torch.Tensor, y: torch.Tensor, lens: torch.Tensor) -> torch.Ten
     >>> x, y = torch.zeros(2, 4, 3), torch.ones(2, 4, 3)
     >>> y[1, 2:] = 5.0  # beyond lens[1]: ignored
     >>> frame_mse(x, y, torch.tensor([4, 2])).tolist()
+    [3.0, 3.0]
+    >>> frame_mse(x, y, torch.tensor([4, 2]), feature_reduction="mean").tolist()
     [1.0, 1.0]
     """
+    _check_reduction(feature_reduction)
     frames = min(x.shape[1], y.shape[1])
     x, y = x[:, :frames], y[:, :frames]
     lens = torch.as_tensor(lens, device=x.device).clamp(1, frames)
     mask = (torch.arange(frames, device=x.device)[None] < lens[:, None]).to(x.dtype)
-    err = (x - y).pow(2).mean(dim=-1)
+    err = (x - y).pow(2).sum(dim=-1)
+    if feature_reduction == "mean":
+        err = err / x.shape[-1]
     return (err * mask).sum(dim=1) / lens.to(x.dtype)
+
+
+def _check_reduction(feature_reduction):
+    if feature_reduction not in ("sum", "mean"):
+        raise ValueError(
+            f"feature_reduction must be 'sum' (the paper's ||x - x'||^2) or 'mean' (divided by "
+            f"the feature dimension), got {feature_reduction!r}."
+        )
 
 
 def gather_frames(x: torch.Tensor, offsets: torch.Tensor, frames: int) -> torch.Tensor:
@@ -109,8 +133,10 @@ def gather_frames(x: torch.Tensor, offsets: torch.Tensor, frames: int) -> torch.
     return torch.gather(x, 1, index[..., None].expand(-1, -1, x.shape[-1]))
 
 
-def soft_dtw_frame_loss(x, y, x_lens, y_lens, divergence) -> torch.Tensor:
-    """Soft-DTW divergence on ``1/sqrt(H)``-scaled frames, divided by the mean length.
+def soft_dtw_frame_loss(
+    x, y, x_lens, y_lens, divergence, feature_reduction: str = "sum", length_norm: bool = False
+) -> torch.Tensor:
+    """Soft-DTW divergence between two SSL sequences, on the paper's frame distance by default.
 
     Parameters
     ----------
@@ -120,6 +146,12 @@ def soft_dtw_frame_loss(x, y, x_lens, y_lens, divergence) -> torch.Tensor:
         ``(B,)`` frame counts.
     divergence : lasersb.alignment.SoftDTWDivergence
         The soft-DTW divergence (its ``gamma``, distance, bandwidth).
+    feature_reduction : str
+        ``"sum"``: cell costs are the divergence's distance on the raw features (squared
+        Euclidean: ``||x_i - y_j||^2``, as the MSE losses); ``"mean"``: features are scaled by
+        ``1/sqrt(H)``, so a squared-Euclidean cell cost is a per-dimension MSE.
+    length_norm : bool
+        Divide each divergence by the mean of the two sequence lengths.
 
     Returns
     -------
@@ -136,11 +168,14 @@ def soft_dtw_frame_loss(x, y, x_lens, y_lens, divergence) -> torch.Tensor:
     >>> bool(loss.abs().max() < 0.05)
     True
     """
-    scale = 1.0 / math.sqrt(x.shape[-1])
+    _check_reduction(feature_reduction)
+    scale = 1.0 if feature_reduction == "sum" else 1.0 / math.sqrt(x.shape[-1])
     x_lens = torch.as_tensor(x_lens, device=x.device).long()
     y_lens = torch.as_tensor(y_lens, device=x.device).long()
     value = divergence(x.float() * scale, y.float() * scale, x_lens, y_lens)
-    return value / (0.5 * (x_lens + y_lens).to(value.dtype))
+    if length_norm:
+        value = value / (0.5 * (x_lens + y_lens).to(value.dtype))
+    return value
 
 
 def si_snr(estimate: torch.Tensor, target: torch.Tensor, lens=None, eps: float = 1e-8):
@@ -285,13 +320,17 @@ class SEFinetuneBrain(DistributedBrain):
         terms = []
         for enh, ref_h in zip(enh_states, ref_states):
             if self.hparams.loss == "softdtw":
-                terms.append(soft_dtw_frame_loss(enh, ref_h, enh_frames, ref_frames,
-                                                 self.hparams.soft_dtw))  # fmt: skip
+                terms.append(soft_dtw_frame_loss(
+                    enh, ref_h, enh_frames, ref_frames, self.hparams.soft_dtw,
+                    feature_reduction=self.hparams.feature_reduction,
+                    length_norm=self.hparams.softdtw_length_norm,
+                ))  # fmt: skip
                 continue
             offsets = frame_offsets.to(enh.device)
             aligned = gather_frames(ref_h, offsets, enh.shape[1])
             frames = torch.minimum(enh_frames, ref_frames - offsets)
-            terms.append(frame_mse(enh.float(), aligned.float(), frames))
+            terms.append(frame_mse(enh.float(), aligned.float(), frames,
+                                   self.hparams.feature_reduction))  # fmt: skip
         return torch.stack(terms).mean(dim=0)
 
     def signal_loss(self, enhanced, clean, lens):
@@ -323,9 +362,12 @@ class SEFinetuneBrain(DistributedBrain):
         enh_states, frames = self.ssl_states(enhanced, lens)
         clean_states, _ = self.ssl_states(clean, lens)
         noisy_states, _ = self.ssl_states(noisy, lens)
-        ssl = torch.stack([frame_mse(e, c, frames) for e, c in zip(enh_states, clean_states)])
+        reduction = self.hparams.feature_reduction
+        ssl = torch.stack(
+            [frame_mse(e, c, frames, reduction) for e, c in zip(enh_states, clean_states)]
+        )
         ssl_noisy = torch.stack(
-            [frame_mse(n, c, frames) for n, c in zip(noisy_states, clean_states)]
+            [frame_mse(n, c, frames, reduction) for n, c in zip(noisy_states, clean_states)]
         )
         stats = {
             "loss": loss,

@@ -207,7 +207,7 @@ def superb_datasets(hparams: dict, manifests: dict):
         train_csv,
         sample_rate=rate,
         max_duration=hparams.get("max_duration"),
-        sort=None if sorting == "random" else sorting,
+        sort=None if sorting in ("random", "bucket") else sorting,
     )
     subset = hparams.get("train_max_utterances")
     if subset:
@@ -220,14 +220,18 @@ def superb_datasets(hparams: dict, manifests: dict):
         eval_sets["train"] = train
     datasets = [train, *[d for d in eval_sets.values() if d is not train]]
     add_ctc_targets(datasets, hparams["tokenizer"], hparams["target_key"])
+    bucketing = sorting == "bucket"
     train_loader = dataloader_options(
         train,
         batch_size=hparams["batch_size"],
         dynamic_batching=hparams.get("dynamic_batching", False),
         max_batch_length=hparams.get("max_batch_length"),
-        shuffle=sorting == "random",
+        shuffle=sorting in ("random", "bucket"),
         num_workers=hparams.get("num_workers", 0),
         seed=hparams.get("seed", 0),
+        bucketing=bucketing,
+        halve_above_seconds=hparams["halve_batch_above_seconds"] if bucketing else None,
+        epoch_counter=hparams["epoch_counter"] if bucketing else None,
     )
     eval_loader = {"batch_size": hparams.get("eval_batch_size", hparams["batch_size"])}
     if hparams.get("num_workers", 0):

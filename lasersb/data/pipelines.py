@@ -6,8 +6,10 @@ SpeechBrain CSV (``ID,duration,wav,...``, ``$data_root``-style placeholders repl
 file is an :class:`~lasersb.data.audio.AudioError` naming it). :func:`dataloader_options` returns
 the keyword arguments of ``speechbrain.dataio.dataloader.make_dataloader`` (and so of
 ``Brain.fit(train_loader_kwargs=...)``): plain batches, or SpeechBrain's
-``DynamicBatchSampler`` bucketing by duration under a total-duration budget. Batches are
-``PaddedBatch``: ``batch.sig`` is ``(wavs (B, T), rel_lens (B,))``.
+``DynamicBatchSampler`` bucketing by duration under a total-duration budget, or
+:class:`LengthBucketBatchSampler`, s3prl's SUPERB ASR batching (fixed-size batches of
+length-sorted utterances, halved when long, in random order). Batches are ``PaddedBatch``:
+``batch.sig`` is ``(wavs (B, T), rel_lens (B,))``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ import torch
 
 from lasersb.data.audio import read_audio
 
-__all__ = ["PASSTHROUGH_KEYS", "audio_dataset", "dataloader_options"]
+__all__ = [
+    "PASSTHROUGH_KEYS",
+    "LengthBucketBatchSampler",
+    "audio_dataset",
+    "dataloader_options",
+]
 
 #: CSV columns passed through as dataset outputs when present (besides ``id`` and ``sig``).
 PASSTHROUGH_KEYS = ("duration", "spk_id", "wrd", "phn")
@@ -143,6 +150,94 @@ def loader_generator(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed or 0))
 
 
+class LengthBucketBatchSampler(torch.utils.data.Sampler):
+    """s3prl's SUPERB ASR batching: fixed buckets of length-sorted utterances, shuffled order.
+
+    As s3prl's ``downstream/asr/dataset.py``: utterances are sorted by decreasing duration and
+    cut into consecutive buckets of ``batch_size``; a bucket whose longest utterance exceeds
+    ``halve_above_seconds`` is split into two batches of ``batch_size // 2``; a last bucket of
+    one utterance is dropped. The buckets are fixed; only their order is shuffled, per epoch.
+    (s3prl's threshold is 2,000 *samples*, 0.125 s at 16 kHz, so every LibriSpeech bucket of 32
+    is halved: the effective batch is 16.)
+
+    Arguments
+    ---------
+    dataset : speechbrain.dataio.dataset.DynamicItemDataset
+        A dataset whose items have a ``duration`` (seconds).
+    batch_size : int
+        Utterances per bucket.
+    halve_above_seconds : float, optional
+        Buckets whose longest utterance is longer are halved (``None``: never).
+    shuffle : bool
+        Shuffle the order of the batches (seeded by ``seed`` and the epoch).
+    seed : int
+        Seed of the shuffling.
+    epoch_counter : speechbrain.utils.epoch_loop.EpochCounter, optional
+        Its ``current`` epoch seeds each epoch's order, so that a run resumed from a checkpoint
+        draws the order of the interrupted epoch again; without it, :meth:`set_epoch` (DDP) or
+        an internal count is used.
+
+    Example
+    -------
+    >>> from speechbrain.dataio.dataset import DynamicItemDataset
+    >>> durations = [1.0, 5.0, 3.0, 2.0, 4.0, 6.0, 0.1]
+    >>> data = DynamicItemDataset({f"u{i}": {"duration": d} for i, d in enumerate(durations)})
+    >>> sampler = LengthBucketBatchSampler(data, batch_size=4, halve_above_seconds=5.5,
+    ...                                    shuffle=False)
+    >>> [[durations[i] for i in batch] for batch in sampler]
+    [[6.0, 5.0], [4.0, 3.0], [2.0, 1.0, 0.1]]
+    """
+
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        halve_above_seconds: float | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch_counter=None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        with dataset.output_keys_as(["duration"]):
+            durations = [float(item["duration"]) for item in dataset]
+        order = sorted(range(len(durations)), key=lambda i: -durations[i])
+        self.batches = []
+        for start in range(0, len(order), batch_size):
+            bucket = order[start : start + batch_size]
+            if len(bucket) == batch_size:
+                longest = max(durations[i] for i in bucket)
+                if batch_size >= 2 and halve_above_seconds is not None:
+                    if longest > halve_above_seconds:
+                        self.batches += [bucket[: batch_size // 2], bucket[batch_size // 2 :]]
+                        continue
+                self.batches.append(bucket)
+            elif len(bucket) > 1 or not self.batches:
+                self.batches.append(bucket)  # the last, partial bucket (s3prl: if > 1)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed or 0)
+        self.epoch_counter = epoch_counter
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch of the next iteration's order (called by samplers wrapping this one)."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        if not self.shuffle:
+            yield from (list(b) for b in self.batches)
+            return
+        epoch = self.epoch if self.epoch_counter is None else int(self.epoch_counter.current)
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        if self.epoch_counter is None:
+            self.epoch += 1
+        for index in torch.randperm(len(self.batches), generator=generator).tolist():
+            yield list(self.batches[index])
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 def dataloader_options(
     dataset,
     batch_size: int,
@@ -153,6 +248,9 @@ def dataloader_options(
     seed: int = 0,
     num_buckets: int = 20,
     max_batch_ex: int | None = None,
+    bucketing: bool = False,
+    halve_above_seconds: float | None = None,
+    epoch_counter=None,
 ) -> dict:
     """Keyword arguments for ``make_dataloader`` / ``Brain.fit(train_loader_kwargs=...)``.
 
@@ -182,6 +280,14 @@ def dataloader_options(
         Number of duration buckets of the dynamic batching.
     max_batch_ex : int, optional
         Maximum utterances per dynamic batch (``None``: no cap).
+    bucketing : bool
+        Use :class:`LengthBucketBatchSampler` (s3prl's ASR batching: ``batch_size`` consecutive
+        length-sorted utterances, halved above ``halve_above_seconds``, shuffled order seeded
+        by ``seed`` and ``epoch_counter``). Exclusive with ``dynamic_batching``.
+    halve_above_seconds : float, optional
+        See ``bucketing``.
+    epoch_counter : speechbrain.utils.epoch_loop.EpochCounter, optional
+        See ``bucketing``.
 
     Returns
     -------
@@ -203,6 +309,22 @@ def dataloader_options(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if bucketing and dynamic_batching:
+        raise ValueError("Choose one of bucketing and dynamic_batching, not both.")
+    if bucketing:
+        sampler = LengthBucketBatchSampler(
+            dataset,
+            batch_size,
+            halve_above_seconds=halve_above_seconds,
+            shuffle=shuffle,
+            seed=seed,
+            epoch_counter=epoch_counter,
+        )
+        return {
+            "batch_sampler": sampler,
+            "num_workers": num_workers,
+            "generator": loader_generator(seed),
+        }
     if not dynamic_batching:
         return {
             "batch_size": int(batch_size),

@@ -3,8 +3,10 @@
 :class:`CharTokenizer` maps LibriSpeech transcripts to the 29-symbol character vocabulary of
 SUPERB ASR: the CTC blank (index 0), the word boundary ``|``, the 26 letters and the
 apostrophe. :class:`PhoneTokenizer` maps ARPAbet phone sequences (as in the LibriSpeech g2p
-lexicon and the ``phn`` column of the LibriSpeech manifests) to a fixed inventory: the 39 CMU
-phones without stress (SUPERB 'libriphone') or the 69 phones with stress digits on the vowels.
+lexicon and the ``phn`` column of the LibriSpeech manifests) to a fixed inventory: the 69 phones
+with stress digits on the vowels, plus ``SIL`` and ``SPN``, is s3prl's SUPERB 'libriphone'
+vocabulary (``downstream/ctc/vocab/phoneme.txt``); the 39 CMU phones without stress are an
+option (``keep_stress=False``).
 A fixed inventory makes models trained on different corpora or manifests comparable; an
 inventory read from manifests is available through :meth:`PhoneTokenizer.from_manifests`.
 
@@ -32,6 +34,11 @@ ARPABET_CONSONANTS = (
     "B", "CH", "D", "DH", "F", "G", "HH", "JH", "K", "L", "M", "N", "NG", "P", "R", "S", "SH",
     "T", "TH", "V", "W", "Y", "Z", "ZH",
 )  # fmt: skip
+
+#: The two non-phone symbols of s3prl's libriphone vocabulary (``downstream/ctc/vocab/
+#: phoneme.txt``: SIL, SPN, then the 69 stressed phones). The g2p lexicon never produces them,
+#: so they are output classes that are never a target, as in s3prl.
+S3PRL_EXTRA_SYMBOLS = ("SIL", "SPN")
 
 _STRESS = re.compile(r"^([A-Z]+)([0-2])$")
 
@@ -181,8 +188,9 @@ class CharTokenizer:
 class PhoneTokenizer:
     """ARPAbet phone tokenizer for phoneme recognition (SUPERB 'libriphone').
 
-    Index 0 is the CTC blank, then the phones of the inventory in sorted order. With
-    ``keep_stress=False`` stress digits are stripped on encoding (``AH0`` -> ``AH``).
+    Index 0 is the CTC blank, then ``extra_symbols``, then the phones of the inventory in
+    sorted order. With ``keep_stress=False`` stress digits are stripped on encoding
+    (``AH0`` -> ``AH``).
 
     Arguments
     ---------
@@ -191,12 +199,18 @@ class PhoneTokenizer:
     phones : Sequence[str], optional
         An explicit inventory (for example from :meth:`from_manifests`); default: the fixed
         ARPAbet inventory, so that models trained on different data are comparable.
+    extra_symbols : Sequence[str]
+        Output symbols placed before the phones (s3prl's libriphone vocabulary:
+        :data:`S3PRL_EXTRA_SYMBOLS`, ``("SIL", "SPN")``).
 
     Example
     -------
     >>> tok = PhoneTokenizer()
     >>> tok.vocab_size, tok.blank_index
     (40, 0)
+    >>> s3prl = PhoneTokenizer(keep_stress=True, extra_symbols=S3PRL_EXTRA_SYMBOLS)
+    >>> s3prl.vocab_size, s3prl.labels[:4]
+    (72, ('<blank>', 'SIL', 'SPN', 'AA0'))
     >>> ids = tok.encode("HH AH0 L OW1")
     >>> tok.decode(ids)
     ['HH', 'AH', 'L', 'OW']
@@ -205,7 +219,12 @@ class PhoneTokenizer:
     ['HH', 'AH0', 'L', 'OW1']
     """
 
-    def __init__(self, keep_stress: bool = False, phones: Sequence[str] | None = None):
+    def __init__(
+        self,
+        keep_stress: bool = False,
+        phones: Sequence[str] | None = None,
+        extra_symbols: Sequence[str] = (),
+    ):
         self.keep_stress = bool(keep_stress)
         if phones is None:
             phones = arpabet_inventory(self.keep_stress)
@@ -214,7 +233,9 @@ class PhoneTokenizer:
             phones = tuple(sorted(set(phones)))
         if not phones:
             raise ValueError("PhoneTokenizer needs at least one phone")
-        self.labels = (BLANK_TOKEN, *phones)
+        extra = tuple(str(x).strip().upper() for x in extra_symbols)
+        phones = tuple(p for p in phones if p not in extra)
+        self.labels = (BLANK_TOKEN, *extra, *phones)
         self._index = {label: i for i, label in enumerate(self.labels)}
         self.blank_index = 0
 

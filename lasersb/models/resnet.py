@@ -2,8 +2,11 @@
 
 :class:`LightResNet34` is the trunk of Cho et al.'s utterance-level DINO and of the supervised
 x-vector baseline: a 2-D ResNet-34 over (frequency, time) with 16 base channels
-(16-32-64-128 per stage, strides 1-2-2-2), statistics pooling (mean and standard deviation
-over the valid frames of each utterance) and an affine embedding layer (256-d).
+(16-32-64-128 per stage, strides 1-2-2-2), ReLU6 activations (hyperion's ``hid_act``
+default; ``activation="relu"`` is an option), statistics pooling (mean and standard deviation
+over the valid frames of each utterance) and an embedding layer (256-d): a linear layer with
+bias followed by an affine-free batch norm. (Hyperion's embedding layer differs: a linear layer
+without bias followed by an affine batch norm.)
 :class:`SpeakerEmbeddingModel` puts the front-end (:class:`lasersb.models.fbank.LogFbankSTMN`)
 and a trunk together: ``(wavs, rel_lens) -> (B, embedding_dim)``. It is built from plain
 arguments that it keeps in :attr:`SpeakerEmbeddingModel.config`, so a checkpoint can rebuild it
@@ -18,6 +21,20 @@ from torch import nn
 from lasersb.models.fbank import LogFbankSTMN
 
 ENCODERS = ("resnet34", "ecapa")
+ACTIVATIONS = {"relu6": nn.ReLU6, "relu": nn.ReLU}
+
+
+def make_activation(name: str) -> nn.Module:
+    """The trunk's hidden activation: ``"relu6"`` (hyperion's default) or ``"relu"``.
+
+    Example
+    -------
+    >>> make_activation("relu6")
+    ReLU6(inplace=True)
+    """
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name](inplace=True)
 
 
 def lengths_mask(lens: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -74,13 +91,13 @@ class BasicBlock(nn.Module):
     torch.Size([1, 8, 5, 3])
     """
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1):
+    def __init__(self, in_channels: int, channels: int, stride: int = 1, activation: str = "relu6"):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = make_activation(activation)
         self.shortcut = None
         if stride != 1 or in_channels != channels:
             self.shortcut = nn.Sequential(
@@ -111,7 +128,10 @@ class LightResNet34(nn.Module):
     embedding_dim : int
         Output dimension.
     embedding_norm : bool
-        Batch-normalise the embedding (affine-free), as hyperion's embedding layer.
+        Batch-normalise the embedding (affine-free; hyperion's is affine, after a linear layer
+        without bias).
+    activation : str
+        ``"relu6"`` (hyperion's ResNet ``hid_act``) or ``"relu"``.
 
     Example
     -------
@@ -129,6 +149,7 @@ class LightResNet34(nn.Module):
         num_blocks=(3, 4, 6, 3),
         embedding_dim: int = 256,
         embedding_norm: bool = True,
+        activation: str = "relu6",
     ):
         super().__init__()
         num_blocks = tuple(int(n) for n in num_blocks)
@@ -137,14 +158,14 @@ class LightResNet34(nn.Module):
         self.in_conv = nn.Sequential(
             nn.Conv2d(1, base_channels, 3, stride=1, padding=1, bias=False),
             nn.BatchNorm2d(base_channels),
-            nn.ReLU(inplace=True),
+            make_activation(activation),
         )
         stages = []
         in_channels = base_channels
         for index, (blocks, stride) in enumerate(zip(num_blocks, (1, 2, 2, 2))):
             channels = base_channels * 2**index
-            layers = [BasicBlock(in_channels, channels, stride)]
-            layers += [BasicBlock(channels, channels) for _ in range(blocks - 1)]
+            layers = [BasicBlock(in_channels, channels, stride, activation)]
+            layers += [BasicBlock(channels, channels, 1, activation) for _ in range(blocks - 1)]
             stages.append(nn.Sequential(*layers))
             in_channels = channels
         self.stages = nn.ModuleList(stages)
@@ -237,6 +258,8 @@ class SpeakerEmbeddingModel(nn.Module):
         ResNet blocks per stage.
     ecapa_channels : sequence of int
         ECAPA channels.
+    activation : str
+        ResNet hidden activation, ``"relu6"`` (hyperion) or ``"relu"``.
 
     Example
     -------
@@ -258,6 +281,7 @@ class SpeakerEmbeddingModel(nn.Module):
         base_channels: int = 16,
         num_blocks=(3, 4, 6, 3),
         ecapa_channels=(512, 512, 512, 512, 1536),
+        activation: str = "relu6",
     ):
         super().__init__()
         if encoder not in ENCODERS:
@@ -271,10 +295,13 @@ class SpeakerEmbeddingModel(nn.Module):
             "base_channels": int(base_channels),
             "num_blocks": [int(n) for n in num_blocks],
             "ecapa_channels": [int(c) for c in ecapa_channels],
+            "activation": str(activation),
         }
         self.features = LogFbankSTMN(sample_rate=sample_rate, n_mels=n_mels, cmn_window=cmn_window)
         if encoder == "resnet34":
-            self.encoder = LightResNet34(n_mels, base_channels, num_blocks, embedding_dim)
+            self.encoder = LightResNet34(
+                n_mels, base_channels, num_blocks, embedding_dim, activation=activation
+            )
         else:
             self.encoder = ECAPAEmbedding(n_mels, embedding_dim, ecapa_channels)
         self.embedding_dim = int(embedding_dim)

@@ -29,15 +29,24 @@ Input convention (followed per checkpoint, from its ``preprocessor_config.json``
   approximately equal to those of the same utterance run alone. ``"layer"`` models with an
   attention mask are exact up to float error.
 
-Trainable parameters (``trainable_layers``): only whole transformer layers, as in the LASER
-release, which fine-tuned the top layers of a frozen HuBERT/WavLM. Everything below them stays
-frozen (conv feature encoder, feature projection, convolutional positional embedding, the
-encoder layer norm of post-norm *base* models, which is applied *before* the first layer, and
-WavLM's relative position bias, which lives in layer 0). The final encoder layer norm of
+Trainable parameters (``trainable_layers``): whole transformer layers and, by default
+(``train_encoder_layer_norm=True``), the encoder layer norm ``model.encoder.layer_norm``. That is
+the set the LASER release trains: its ``runner_part_freeze.py`` freezes s3prl's HuBERT/WavLM
+base parameters by position, which, replayed on s3prl's model code, leaves the top two layers
+*and* ``model.encoder.layer_norm`` trainable (in post-norm *base* models that norm is applied
+*before* layer 0, so its gradient flows back through the frozen layers). Everything else stays
+frozen (conv feature encoder, feature projection and its layer norm, convolutional positional
+embedding, WavLM's relative position bias, which lives in layer 0).
+``train_encoder_layer_norm=False`` trains the layers only; the final encoder layer norm of
 pre-norm *large* models (``do_stable_layer_norm=True``) is applied after the last layer, so it is
-trained together with the top layer. ``freeze_feature_encoder=False`` also trains the conv
-feature encoder. Frozen parts always run in eval mode (no dropout); trainable layers follow
-``train()``/``eval()``.
+then still trained together with the top layer. ``freeze_feature_encoder=False`` also trains the
+conv feature encoder.
+
+Train/eval mode: with trainable parameters, ``train()`` puts the *whole* model in train mode by
+default (``dropout_in_frozen=True``), as s3prl's runner does with a trainable upstream (dropout
+is active in the frozen layers too; layerdrop is 0). ``dropout_in_frozen=False`` keeps the frozen
+parts in eval mode, so only the trainable modules follow ``train()``/``eval()``. A fully frozen
+upstream always runs in eval mode.
 """
 
 from __future__ import annotations
@@ -264,24 +273,35 @@ class SSLUpstream(nn.Module):
         (``return_attention_mask``), as the Hugging Face documentation recommends.
     exact_padding : bool
         Make every utterance of a padded batch give exactly the hidden states it gives alone
-        (batch of one, as the LASER release trained): the group norm of *base* checkpoints'
+        (a batch of one): the group norm of *base* checkpoints'
         first conv layer takes its statistics over each utterance's valid conv frames only, and
         the attention mask is passed. ``False`` (default) keeps the Hugging Face behaviour,
-        where padding shifts those statistics.
+        where padding shifts those statistics. (The LASER release pads an utterance and its
+        perturbed copy in one batch of two, without this correction.)
+    train_encoder_layer_norm : bool
+        With ``trainable_layers``, also train ``model.encoder.layer_norm`` (the LASER release's
+        set; see the module docstring). ``False``: the layers only.
+    dropout_in_frozen : bool
+        With trainable parameters, ``train()`` puts the whole model in train mode (s3prl and
+        the LASER release: dropout in the frozen layers too). ``False``: frozen parts stay in
+        eval mode.
 
     Example
     -------
     >>> import tempfile
     >>> from lasersb.models.tiny_upstream import build_tiny_upstream
     >>> folder = build_tiny_upstream("wavlm", Path(tempfile.mkdtemp()) / "wavlm")
-    >>> upstream = SSLUpstream(folder, trainable_layers=1)
+    >>> upstream = SSLUpstream(folder, trainable_layers=1, train_encoder_layer_norm=False)
     >>> out = upstream(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
     >>> len(out.hidden_states), tuple(out.last_hidden_state.shape), out.frame_lens.tolist()
     (4, (2, 49, 64), [49, 24])
     >>> out.padding_mask.sum(dim=1).tolist()
     [0, 25]
-    >>> sorted({name.split(".")[3] for name, p in upstream.named_parameters() if p.requires_grad})
+    >>> sorted({name.split(".")[3] for name in upstream.trainable_parameter_names()})
     ['2']
+    >>> [n for n in SSLUpstream(folder, trainable_layers=1).trainable_parameter_names()
+    ...  if not n.startswith("model.encoder.layers.")]
+    ['model.encoder.layer_norm.weight', 'model.encoder.layer_norm.bias']
     """
 
     def __init__(
@@ -293,6 +313,8 @@ class SSLUpstream(nn.Module):
         normalize_waveform: bool | None = None,
         use_attention_mask: bool | None = None,
         exact_padding: bool = False,
+        train_encoder_layer_norm: bool = True,
+        dropout_in_frozen: bool = True,
     ):
         super().__init__()
         from transformers import PreTrainedModel
@@ -325,6 +347,8 @@ class SSLUpstream(nn.Module):
         if self._group_norm is not None:
             self._group_norm.register_forward_hook(self._mask_group_norm)
         self.freeze_feature_encoder = bool(freeze_feature_encoder)
+        self.train_encoder_layer_norm = bool(train_encoder_layer_norm)
+        self.dropout_in_frozen = bool(dropout_in_frozen)
         self.trainable_layer_indices = self._layer_indices(trainable_layers)
         self._set_trainable()
         self.train(self.training)
@@ -372,9 +396,11 @@ class SSLUpstream(nn.Module):
     def _trainable_modules(self) -> list[nn.Module]:
         modules = [self.encoder_layers[i] for i in self.trainable_layer_indices]
         top = self.num_layers - 1
-        if top in self.trainable_layer_indices and getattr(
+        pre_norm_top = top in self.trainable_layer_indices and getattr(
             self.model.config, "do_stable_layer_norm", False
-        ):
+        )
+        with_norm = self.train_encoder_layer_norm and bool(self.trainable_layer_indices)
+        if pre_norm_top or with_norm:
             modules.append(self.model.encoder.layer_norm)
         if not self.freeze_feature_encoder:
             modules.append(self.model.feature_extractor)
@@ -395,9 +421,16 @@ class SSLUpstream(nn.Module):
         """Whether any parameter of the upstream is trainable."""
         return any(p.requires_grad for p in self.model.parameters())
 
+    def trainable_parameter_names(self) -> list[str]:
+        """Names (``model.…``) of the upstream parameters that are trained, in model order."""
+        return [name for name, p in self.named_parameters() if p.requires_grad]
+
     def train(self, mode: bool = True):
-        """Set train/eval mode: trainable layers follow ``mode``, frozen parts stay in eval."""
+        """Set train/eval mode (see ``dropout_in_frozen``); a frozen upstream stays in eval."""
         self.training = mode
+        if self.dropout_in_frozen and self.has_trainable:
+            self.model.train(mode)
+            return self
         self.model.eval()
         for module in self._trainable_modules():
             module.train(mode)
@@ -524,6 +557,8 @@ class SSLUpstream(nn.Module):
         return (
             f"source={self.source!r}, trainable_layers={list(self.trainable_layer_indices)}, "
             f"freeze_feature_encoder={self.freeze_feature_encoder}, "
+            f"train_encoder_layer_norm={self.train_encoder_layer_norm}, "
+            f"dropout_in_frozen={self.dropout_in_frozen}, "
             f"normalize_waveform={self.normalize_waveform}, "
             f"use_attention_mask={self.use_attention_mask}"
         )

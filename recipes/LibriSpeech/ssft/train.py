@@ -117,6 +117,7 @@ def main(argv):
             "method": "LASER SSFT",
             "upstream_source": str(hparams["upstream_source"]),
             "optimizer_steps": int(brain.optimizer_step),
+            "final_lr": brain.final_lr,
             "train": getattr(brain, "train_stats", None),
             "valid": getattr(brain, "valid_stats", None),
             "export_folder": str(export),
