@@ -260,3 +260,64 @@ def write_stdlist(path, query_names, doc_names, scores, threshold=2.0):
     ET.indent(root)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(str(path), encoding="UTF-8", xml_declaration=True)
+
+
+class FrameEncoder(torch.nn.Module):
+    """Frame features of one layer of an upstream, or s3prl's ``fbank`` baseline features.
+
+    Parameters
+    ----------
+    source : str
+        Hub id or local Hugging Face folder (an SSFT ``upstream_hf`` too), loaded frozen with
+        :class:`~lasersb.models.upstream.SSLUpstream`; or ``"fbank"``: s3prl's baseline upstream
+        (Kaldi 80-bin log mel filterbank, 25 ms / 10 ms, deltas of order 2 with window 5,
+        per-utterance mean and variance normalisation).
+    layer : int
+        Index into the upstream's ``L + 1`` hidden states (``-1``: the last layer, s3prl
+        ``-l -1``); ignored for ``"fbank"``.
+
+    Example
+    -------
+    >>> enc = FrameEncoder("fbank")
+    >>> enc(torch.randn(16000)).shape
+    torch.Size([98, 240])
+    """
+
+    def __init__(self, source, layer=-1):
+        super().__init__()
+        self.source = str(source)
+        self.layer = int(layer)
+        self.upstream = None
+        if self.source != "fbank":
+            from lasersb.models.upstream import SSLUpstream
+
+            self.upstream = SSLUpstream(self.source, trainable_layers=0)
+
+    @property
+    def sample_rate(self):
+        """Sample rate the encoder expects (16 kHz)."""
+        return 16000 if self.upstream is None else self.upstream.sample_rate
+
+    @torch.no_grad()
+    def forward(self, wav):
+        """``(frames, dim)`` float32 features of one ``(T,)`` waveform (batch of one, as s3prl)."""
+        if self.upstream is None:
+            return _fbank_features(wav)
+        out = self.upstream(wav.unsqueeze(0))
+        return out.hidden_states[self.layer][0].float()
+
+
+def _fbank_features(wav):
+    import torchaudio
+
+    feats = torchaudio.compliance.kaldi.fbank(
+        wav.float().unsqueeze(0),
+        num_mel_bins=80,
+        frame_length=25.0,
+        frame_shift=10.0,
+        sample_frequency=16000,
+    )
+    d1 = torchaudio.functional.compute_deltas(feats.T, win_length=5)
+    d2 = torchaudio.functional.compute_deltas(d1, win_length=5)
+    feats = torch.cat([feats, d1.T, d2.T], dim=1)
+    return (feats - feats.mean(0)) / feats.std(0).clamp_min(1e-9)
