@@ -1,4 +1,5 @@
-"""Soft-DTW (values, divergence, expected alignment; Triton/numba/PyTorch) and LASER's regulariser.
+"""Soft-DTW (values, divergence, expected alignment; Triton/numba/PyTorch), LASER's regulariser,
+and the batched subsequence DTW of query-by-example search.
 
 Example
 -------
@@ -20,14 +21,17 @@ from lasersb.alignment.soft_dtw import (
     soft_dtw,
     soft_dtw_divergence,
 )
+from lasersb.alignment.subsequence_dtw import SubsequenceDTWResult, subsequence_dtw
 from lasersb.alignment.temporal import TemporalRegulariser, temporal_regulariser
 
 __all__ = [
     "SoftDTW",
     "SoftDTWDivergence",
+    "SubsequenceDTWResult",
     "TemporalRegulariser",
     "soft_alignment",
     "soft_dtw",
     "soft_dtw_divergence",
+    "subsequence_dtw",
     "temporal_regulariser",
 ]

@@ -23,6 +23,13 @@ Layout under the root (speaker ID ranges are fixed so tests can rely on them)::
     ADReSS/test/Full_wave_enhanced_audio/S<NNN>.wav, ADReSS/test/meta_data_test.txt (with labels)
         cc = S001.., cd = S079.., test = S160..; cd speech is slower with pauses, "UH"/"UM"
         fillers and repetitions (pipeline tests only)
+    QUESST14/Audio/quesst14_<NNNNN>.wav      documents (8 kHz, as QUESST 2014): sentences by 4
+        voices; documents 1..2K each contain one of K key words (each word in 2 documents)
+    QUESST14/{dev,eval}_queries/quesst14_{dev,eval}_<NNNN>.wav  the K words spoken alone by
+        other voices (one per query; dev and eval voices differ)
+    QUESST14/scoring/language_key_{utterances,dev,eval}.lst, groundtruth_quesst14_{dev,eval}/
+        (quesst14.ecf.xml, quesst14_<split>.tlist.xml, quesst14_<split>.rttm), the official
+        layout; RTTM times are estimated from the word's position in the text
 
 Use :func:`get_mini_corpus` (cached) in code and tests, ``lasersb-mini-corpus --out DIR`` on the
 command line.
@@ -53,7 +60,8 @@ GENERATOR_VERSION = 2
 """Bumped whenever the generator's output changes (part of the cache key)."""
 
 SAMPLE_RATE = 16000
-CORPORA = ("librispeech", "voxceleb1", "demand", "iemocap", "adress")
+QUESST_SAMPLE_RATE = 8000
+CORPORA = ("librispeech", "voxceleb1", "demand", "iemocap", "adress", "quesst14")
 EMOTIONS = ("neu", "hap", "ang", "sad")
 __all__ = [
     "CORPORA",
@@ -127,6 +135,8 @@ class MiniCorpusOptions:
         IEMOCAP sessions (1-5) and utterances per session (spread over 2 dialogs, 4 emotions).
     adress_train_per_class, adress_test_per_class : int
         ADReSS subjects per class (cc / cd) in train and test.
+    quesst_terms, quesst_docs : int
+        QUESST 2014: key words (queries per split) and documents (at least 2 per key word).
     corpora : tuple of str
         Which corpora to generate (subset of :data:`CORPORA`); the lexicon is always written.
 
@@ -153,6 +163,8 @@ class MiniCorpusOptions:
     iemocap_utts: int = 8
     adress_train_per_class: int = 8
     adress_test_per_class: int = 4
+    quesst_terms: int = 6
+    quesst_docs: int = 20
     corpora: tuple[str, ...] = CORPORA
 
     def __post_init__(self):
@@ -160,6 +172,11 @@ class MiniCorpusOptions:
         if unknown:
             raise ValueError(f"unknown corpora {sorted(unknown)}; choose from {CORPORA}")
         object.__setattr__(self, "corpora", tuple(c for c in CORPORA if c in self.corpora))
+        if self.quesst_docs < 2 * self.quesst_terms:
+            raise ValueError(
+                f"quesst_docs must be >= 2 * quesst_terms ({2 * self.quesst_terms}), got "
+                f"{self.quesst_docs}"
+            )
         if not 1 <= self.iemocap_sessions <= 5:
             raise ValueError(f"iemocap_sessions must be 1-5, got {self.iemocap_sessions}")
         for field in dataclasses.fields(self):
@@ -581,6 +598,123 @@ def _plan_adress(root: Path, opts: MiniCorpusOptions, bank, rng, plan, stats) ->
     plan.finalisers.append(write_meta)
 
 
+# --------------------------------------------------------------------------- QUESST 2014
+def _write_8k(path: Path, wav: np.ndarray) -> float:
+    from scipy.signal import resample_poly
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    down = resample_poly(wav.astype(np.float64), QUESST_SAMPLE_RATE, SAMPLE_RATE)
+    down = np.clip(down, -0.99, 0.99).astype(np.float32)
+    soundfile.write(str(path), down, QUESST_SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return down.size / QUESST_SAMPLE_RATE
+
+
+def _plan_quesst14(root: Path, opts: MiniCorpusOptions, bank, rng, plan, stats) -> None:
+    base = root / "QUESST14"
+    candidates = sorted({w for w in load_vocabulary()["N"] if len(w) >= 6})
+    terms = [candidates[i] for i in rng.choice(len(candidates), opts.quesst_terms, replace=False)]
+    doc_voices = [bank.new("F" if v % 2 == 0 else "M") for v in range(4)]
+    docs: list[dict] = []
+    for d in range(opts.quesst_docs):
+        doc_id = f"quesst14_{d + 1:05d}"
+        term = terms[d % len(terms)] if d < 2 * len(terms) else None
+        voice = doc_voices[d % len(doc_voices)]
+        texts = []
+        while len(texts) < 4:
+            words = random_sentence(rng, 4, 8).split()
+            if any(w.upper() in {t.upper() for t in terms} for w in words):
+                continue  # no accidental occurrence of a key word
+            if term is not None:
+                words.insert(int(rng.integers(1, len(words))), term)
+            texts.append(" ".join(words))
+        alts = tuple((_segment(voice, t, rng),) for t in texts)
+        entry = {"id": doc_id, "term": term, "texts": texts}
+        docs.append(entry)
+        post_seed = int(rng.integers(2**31))
+
+        def sink(wav, kept, entry=entry, post_seed=post_seed):
+            out = _finish(wav, np.random.default_rng(post_seed))
+            entry["seconds"] = _write_8k(base / "Audio" / f"{entry['id']}.wav", out)
+            entry["text"] = entry["texts"][kept]
+            entry["lead"] = (out.size - wav.size) / SAMPLE_RATE / 2  # approximate
+            stats.add("quesst14/documents", entry["seconds"])
+
+        plan.add(SynthesisJob(alts, 1.5, 5.0, int(rng.integers(2**31))), sink)
+    queries: dict[str, list[dict]] = {"dev": [], "eval": []}
+    for split in ("dev", "eval"):
+        for k, term in enumerate(terms):
+            voice = bank.new()
+            query = {"id": f"quesst14_{split}_{k + 1:04d}", "term": term}
+            queries[split].append(query)
+            post_seed = int(rng.integers(2**31))
+            job = SynthesisJob(((_segment(voice, term, rng),),), 0.2, 2.0, int(rng.integers(2**31)))
+
+            def sink(wav, kept, query=query, split=split, post_seed=post_seed):
+                out = _finish(wav, np.random.default_rng(post_seed), pad=(0.02, 0.06))
+                path = base / f"{split}_queries" / f"{query['id']}.wav"
+                query["seconds"] = _write_8k(path, out)
+                stats.add(f"quesst14/{split}_queries", query["seconds"])
+
+            plan.add(job, sink)
+
+    def write_scoring(_wav=None, _kept=None):
+        scoring = base / "scoring"
+        scoring.mkdir(parents=True, exist_ok=True)
+        keys = {
+            "utterances": [f"quesst14Database/Audio/{e['id']}.wav nnenglish" for e in docs],
+            "dev": [
+                f"quesst14Database/dev_queries/{q['id']}.wav nnenglish" for q in queries["dev"]
+            ],
+            "eval": [
+                f"quesst14Database/eval_queries/{q['id']}.wav nnenglish" for q in queries["eval"]
+            ],
+        }
+        for name, lines in keys.items():
+            (scoring / f"language_key_{name}.lst").write_text("\n".join(lines) + "\n")
+        total = sum(e["seconds"] for e in docs)
+        ecf = [
+            '<?xml version="1.0" encoding="UTF-8"?>',
+            f'<ecf source_signal_duration="{total:.3f}" language="multiple" version="mini">',
+        ]
+        ecf += [
+            f'  <excerpt audio_filename="Audio/{e["id"]}.wav" channel="1" tbeg="0.000" '
+            f'dur="{e["seconds"]:.3f}" source_type="splitcts"/>'
+            for e in docs
+        ]
+        ecf.append("</ecf>")
+        for split, items in queries.items():
+            gt = scoring / f"groundtruth_quesst14_{split}"
+            gt.mkdir(parents=True, exist_ok=True)
+            (gt / "quesst14.ecf.xml").write_text("\n".join(ecf) + "\n")
+            tlist = [
+                '<?xml version="1.0" encoding="UTF-8"?>',
+                '<termlist ecf_filename="quesst14.ecf.xml" version="mini" language="multiple" '
+                'encoding="UTF-8">',
+            ]
+            tlist += [
+                f'  <term termid="{q["id"]}"><termtext>{q["id"]}</termtext></term>' for q in items
+            ]
+            tlist.append("</termlist>")
+            (gt / f"quesst14_{split}.tlist.xml").write_text("\n".join(tlist) + "\n")
+            rttm = []
+            for q in items:
+                for e in docs:
+                    if e["term"] != q["term"]:
+                        continue
+                    words = e["text"].split()
+                    pos = words.index(q["term"])
+                    speech = e["seconds"] - 2 * e["lead"]
+                    begin = e["lead"] + speech * pos / len(words)
+                    dur = speech / len(words)
+                    rttm.append(
+                        f"LEXEME {e['id']} 1 {begin:.3f} {dur:.3f} {q['id']} lex {q['id']} 1.0"
+                    )
+            (gt / f"quesst14_{split}.rttm").write_text("\n".join(rttm) + "\n")
+        stats.counts["quesst14_targets"] = sum(e["term"] is not None for e in docs)
+
+    plan.finalisers.append(write_scoring)
+
+
 class _Stats:
     def __init__(self):
         self.counts: dict[str, int] = {}
@@ -598,6 +732,7 @@ _PLANNERS = {
     "demand": _plan_demand,
     "iemocap": _plan_iemocap,
     "adress": _plan_adress,
+    "quesst14": _plan_quesst14,
 }
 
 
