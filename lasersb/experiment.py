@@ -7,6 +7,7 @@ file, and pick run options that suit the machine (mixed precision only on CUDA).
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import random
@@ -108,6 +109,11 @@ def seed_rank(seed: int) -> int:
     return seed
 
 
+def _destroy_process_group():
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def setup_experiment(argv):
     """Parse ``argv`` like a SpeechBrain recipe and prepare the experiment folder.
 
@@ -125,6 +131,10 @@ def setup_experiment(argv):
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
+    if torch.distributed.is_initialized():
+        # Tear the process group down before the interpreter exits: gloo's threads otherwise
+        # sometimes abort the finished process ("terminate called without an active exception").
+        atexit.register(_destroy_process_group)
     hparams = load_hparams(hparams_file, overrides)
     run_opts = resolve_run_opts(run_opts, hparams)
     output_folder = Path(hparams["output_folder"])

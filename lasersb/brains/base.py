@@ -69,6 +69,29 @@ class DistributedBrain(sb.Brain):
                 self.modules[name] = wrap_ddp(module, self.device, find_unused)
         return None
 
+    def _train_loader_specifics(self, dataset, loader_kwargs):
+        """SpeechBrain's DDP sampling, with :class:`~lasersb.data.pipelines.ShardedSampler`.
+
+        SpeechBrain's ``DistributedSamplerWrapper`` breaks when a rank's share is one batch.
+        """
+        from speechbrain.dataio.sampler import DistributedSamplerWrapper
+
+        from lasersb.data.pipelines import ShardedSampler
+
+        loader_kwargs = super()._train_loader_specifics(dataset, loader_kwargs)
+        for key in ("sampler", "batch_sampler"):
+            wrapper = loader_kwargs.get(key)
+            if isinstance(wrapper, DistributedSamplerWrapper):
+                self.train_sampler = loader_kwargs[key] = ShardedSampler(
+                    wrapper.sampler,
+                    num_replicas=wrapper.num_replicas,
+                    rank=wrapper.rank,
+                    shuffle=wrapper.shuffle,
+                    seed=wrapper.seed,
+                    drop_last=wrapper.drop_last,
+                )
+        return loader_kwargs
+
     def on_fit_start(self):
         """Seed each process's own random stream, then wrap, build optimisers and recover."""
         from lasersb.experiment import seed_rank

@@ -24,6 +24,7 @@ from lasersb.data.audio import read_audio
 __all__ = [
     "PASSTHROUGH_KEYS",
     "LengthBucketBatchSampler",
+    "ShardedSampler",
     "audio_dataset",
     "dataloader_options",
 ]
@@ -236,6 +237,40 @@ class LengthBucketBatchSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+class ShardedSampler(torch.utils.data.DistributedSampler):
+    """This rank's share of another sampler's items (indices or whole batches), for DDP.
+
+    SpeechBrain's ``DistributedSamplerWrapper`` does the same but returns
+    ``iter(itemgetter(*positions)(items))``: when a rank's share is a single batch,
+    ``itemgetter`` returns that batch itself, so the loader iterates over its indices and fails
+    ("'int' object is not iterable"). :class:`lasersb.brains.base.DistributedBrain` puts this
+    class in its place. Shares are equal (the last items are repeated, as ``DistributedSampler``
+    does), so every rank runs the same number of steps.
+
+    Example
+    -------
+    >>> batches = [[0, 1], [2, 3], [4]]
+    >>> [list(ShardedSampler(batches, num_replicas=2, rank=r, shuffle=False)) for r in (0, 1)]
+    [[[0, 1], [4]], [[2, 3], [0, 1]]]
+    >>> list(ShardedSampler([[0, 1], [2, 3]], num_replicas=2, rank=1, shuffle=False))
+    [[2, 3]]
+    """
+
+    def __init__(self, sampler, **kwargs):
+        super().__init__(sampler, **kwargs)  # DistributedSampler only takes len(sampler)
+        self.sampler = sampler
+
+    def __iter__(self):
+        items = list(self.sampler)
+        return iter([items[i] for i in super().__iter__()])
+
+    def set_epoch(self, epoch):
+        """Set the epoch of this shuffle and of the wrapped sampler."""
+        super().set_epoch(epoch)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
 
 
 def dataloader_options(
