@@ -7,6 +7,7 @@
 #      tiny random upstream
 #   1  LASER SSFT (recipes/LibriSpeech/ssft/train.py)
 #   2  export the fine-tuned upstream to <exp>/ssft/upstream_hf (HF format) and check it loads
+#      (with lasersb's loader, which re-inserts SSFT adapters: see the README)
 #   3  SUPERB PR (frozen upstream) for the original and the fine-tuned upstream
 #   4  SUPERB ASR likewise
 #   5  results table (Markdown) with the relative improvement over the original upstream
@@ -16,6 +17,8 @@
 #   bash recipes/LibriSpeech/ssft/run.sh --data_folder /data/LibriSpeech \
 #        --lexicon_file /data/librispeech-lexicon.txt [--hparams hparams/laser_wavlm.yaml]
 #   bash recipes/LibriSpeech/ssft/run.sh ... --stage 3 --stop_stage 5
+#   bash recipes/LibriSpeech/ssft/run.sh --mini -- --use_adapters=True --trainable_layers=0
+#        (everything after -- goes to the SSFT stages: here adapters instead of the top layers)
 set -euo pipefail
 
 stage=0
@@ -43,7 +46,7 @@ while [ $# -gt 0 ]; do
         --upstream) upstream="$2"; shift 2 ;;
         --exp) exp="$2"; shift 2 ;;
         --) shift; extra_args+=("$@"); break ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "Unknown option $1 (see --help)" >&2; exit 1 ;;
     esac
 done
@@ -113,8 +116,14 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
         python $recipe/train.py "$hparams" --data_folder="$data_folder" \
             --output_folder="$exp/ssft" --export_only=True "${upstream_args[@]}" "${extra_args[@]}"
     fi
-    python -c "import sys, transformers; m = transformers.AutoModel.from_pretrained(sys.argv[1]); \
-print(f'{sys.argv[1]}: {type(m).__name__}, {sum(p.numel() for p in m.parameters())} parameters')" \
+    # Loaded the way stages 3-5 load it (lasersb's loader: strict keys, adapters re-inserted).
+    python -c 'import sys
+from lasersb.models.adapters import adapter_summary
+from lasersb.models.upstream import load_upstream
+m = load_upstream(sys.argv[1])
+a = adapter_summary(m)
+n = sum(p.numel() for p in m.parameters())
+print(f"{sys.argv[1]}: {type(m).__name__}, {n} parameters, {a[\"count\"] if a else 0} lasersb adapters")' \
         "$finetuned"
 fi
 
