@@ -519,6 +519,8 @@ def test_legacy_adapter_export_and_undescribed_adapter_weights(tiny_upstreams, t
     upstream.feature_extractor.save_pretrained(folder)
     with pytest.raises(UpstreamWeightsError, match="hold lasersb adapters.*cannot be rebuilt"):
         load_upstream(folder)
+    base = load_upstream(folder, strict_weights=False)  # the opt-out drops them, loudly
+    assert not any("bottleneck_adapters" in k for k in base.state_dict())
     save_adapters(folder / "lasersb_adapters.pt", upstream.model)
     (folder / "lasersb_export.json").write_text(json.dumps({"adapters": "lasersb_adapters.pt"}))
     wav = torch.randn(1, 6000, generator=torch.Generator().manual_seed(4))

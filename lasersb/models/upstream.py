@@ -264,8 +264,18 @@ def check_loading_info(source, info: dict, strict: bool = True) -> None:
     errors = [str(e) for e in info.get("error_msgs", ())]
     ignored = sorted(k for k in info.get("unexpected_keys", ()) if _known_unused(k))
     if ignored:
+        reasons = sorted(
+            {
+                why
+                for pre, why in KNOWN_UNUSED_PREFIXES.items()
+                if any(k.startswith(pre) for k in ignored)
+            }
+        )
         logger.info(
-            "Upstream %s: not used by the encoder (as expected): %s", source, _listing(ignored)
+            "Upstream %s: checkpoint keys not used by the encoder, as expected (%s): %s",
+            source,
+            "; ".join(reasons),
+            _listing(ignored),
         )
     problems = []
     if unexpected:
@@ -524,12 +534,17 @@ def load_upstream(source, strict_weights: bool = True, adapters=None, **kwargs):
     if adapter_config is None and adapter_keys:
         adapter_config = _legacy_adapter_config(source, is_local)
         if adapter_config is None:
-            raise UpstreamWeightsError(
+            message = (
                 f"Upstream {source}: its weights hold lasersb adapters ({_listing(adapter_keys)}) "
                 f"but neither its config.json ({ADAPTER_EXPORT_KEY}) nor {EXPORT_INFO_FILE} "
                 "describes them, so they cannot be rebuilt. Save the model with "
-                "SSLUpstream.save_hf, or load the base upstream with adapters=<save_adapters file>."
+                "SSLUpstream.save_hf, or load the base upstream with adapters=<save_adapters "
+                "file>; strict_weights=False drops them."
             )
+            if strict_weights:
+                raise UpstreamWeightsError(message)
+            logger.warning(message)
+            adapter_keys = []
     if adapter_config is not None:
         if not adapter_keys:
             raise UpstreamWeightsError(
