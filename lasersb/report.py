@@ -236,6 +236,35 @@ def render_table(results: list[dict], baseline: str | None = None, splits=DEFAUL
     return "\n".join(lines)
 
 
+def adapter_notes(results: list[dict]) -> list[str]:
+    """One line per upstream whose runs carried lasersb adapters (from ``upstream_adapters``).
+
+    Printed under the table, so a row of an adapter-SSFT upstream says which adapter set it
+    was evaluated with (count, layers, bottleneck, checksum of the adapter weights).
+
+    Example
+    -------
+    >>> adapters = {"count": 4, "checksum": "0123abcd",
+    ...             "config": {"layers": [10, 11], "bottleneck": 64}}
+    >>> notes = adapter_notes([{"name": "laser", "task": "pr", "upstream_adapters": adapters},
+    ...                        {"name": "original", "task": "pr", "upstream_adapters": None}])
+    >>> print(*notes)
+    - laser (pr): 4 lasersb adapters in the upstream (layers [10, 11], bottleneck 64, 0123abcd)
+    """
+    notes = []
+    for run in results:
+        adapters = run.get("upstream_adapters")
+        if not adapters:
+            continue
+        config = adapters.get("config", {})
+        notes.append(
+            f"- {run['name']} ({run['task']}): {adapters['count']} lasersb adapters in the "
+            f"upstream (layers {config.get('layers')}, bottleneck {config.get('bottleneck')}, "
+            f"{adapters.get('checksum')})"
+        )
+    return notes
+
+
 def main(argv=None) -> int:
     """Command line: ``python -m lasersb.report EXP_DIR... [--baseline NAME] [--names ...]``."""
     parser = argparse.ArgumentParser(
@@ -253,6 +282,9 @@ def main(argv=None) -> int:
     try:
         results = collect_results(args.experiments, args.names)
         table = render_table(results, baseline=args.baseline, splits=args.splits)
+        notes = adapter_notes(results)
+        if notes:
+            table += "\n\n" + "\n".join(notes)
     except (FileNotFoundError, ValueError) as err:
         print(f"lasersb-report: error: {err}", file=sys.stderr)
         return 2

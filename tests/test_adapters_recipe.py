@@ -162,6 +162,35 @@ def test_adapter_checkpoint_is_small_and_reloads_identically(
     assert torch.equal(log_probs(fresh, head), expected)
 
 
+def test_adapter_checkpoint_loads_as_a_superb_upstream(adapter_run, tiny_upstreams, mini_corpus):
+    """``adapters.pt`` read the way SUPERB PR reads it (``--upstream_adapters``): the encoder
+    computes what the trained recipe's encoder computes, with the adapters frozen."""
+    from lasersb.config import load_hparams
+    from lasersb.models.adapters import adapter_summary
+
+    brain, _, out = adapter_run
+    hparams = load_hparams(
+        REPO / "recipes" / "SUPERB" / "pr" / "hparams" / "pr_mini.yaml",
+        {
+            "data_folder": str(mini_corpus / "LibriSpeech"),
+            "lexicon_file": str(mini_corpus / "librispeech-lexicon.txt"),
+            "upstream_source": str(tiny_upstreams["wav2vec2"]),
+            "upstream_adapters": str(out / "adapters.pt"),
+            "output_folder": str(out / "superb_pr"),
+        },
+    )
+    superb = hparams["upstream"].eval()
+    trained = brain.modules.upstream.eval()
+    assert adapter_summary(superb.model) == adapter_summary(trained.model)
+    assert not superb.has_trainable
+    wav = 0.1 * torch.randn(1, 8000, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        expected = trained.model(wav).last_hidden_state
+        torch.testing.assert_close(superb.model(wav).last_hidden_state, expected, atol=1e-6, rtol=0)
+        wrapped = trained(wav).last_hidden_state  # with the input normalisation of wav2vec 2.0
+        torch.testing.assert_close(superb(wav).last_hidden_state, wrapped, atol=1e-6, rtol=0)
+
+
 def test_fine_tuning_modes(tiny_upstreams):
     from lasersb.brains.adapter_ctc import configure_encoder
     from lasersb.models.heads import LinearCTCHead
@@ -181,6 +210,13 @@ def test_fine_tuning_modes(tiny_upstreams):
         upstream, head, adapter_layers=[0], adapter_bottleneck=4, train_layer_norms=False
     )
     assert report["total"]["trainable"] == report["head"]["total"] + report["adapters"]["total"]
+    # The same set again (the upstream carries it): fine-tuned further; another set: an error.
+    again, _ = configure_encoder(
+        upstream, head, adapter_layers=[0], adapter_bottleneck=4, train_layer_norms=False
+    )
+    assert again["adapters"] == report["adapters"]
+    with pytest.raises(ValueError, match="already carries lasersb adapters"):
+        configure_encoder(upstream, head, adapter_layers="top2", adapter_bottleneck=4)
     with pytest.raises(ValueError, match="finetune"):
         configure_encoder(upstream, head, finetune="lora")
 

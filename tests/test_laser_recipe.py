@@ -7,6 +7,7 @@ drawn. Resuming after SIGKILL is tested for every resumable recipe in tests/test
 """
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,9 @@ def test_export_round_trip_identical_hidden_states(trained):
         assert torch.equal(a, b)
     # Plain transformers (no attention mask passed) agrees up to float rounding.
     torch.testing.assert_close(ours.last_hidden_state, theirs, rtol=1e-5, atol=1e-5)
+    info = json.loads((folder / "lasersb_export.json").read_text())
+    assert info["adapters"] is None and info["transformers_automodel"].startswith("works")
+    assert "AutoModel.from_pretrained(folder)" in (folder / "README.md").read_text()
 
 
 def test_alignment_plot_before_and_after(trained):
@@ -173,8 +177,28 @@ def test_soft_dtw_alone_switch(mini_corpus, tiny_upstreams, tmp_path):
     assert result["brain"].train_stats["regulariser"] == 0.0
 
 
-def test_adapters_instead_of_top_layers(mini_corpus, tiny_upstreams, tmp_path):
-    from lasersb.models.adapters import add_adapters, get_adapters, load_adapters
+def _load_like_superb_pr(mini_corpus, upstream_source, out):
+    """The upstream exactly as recipes/SUPERB/pr builds it: pr_mini.yaml's ``upstream`` entry."""
+    from lasersb.config import load_hparams
+
+    hparams = load_hparams(
+        REPO / "recipes" / "SUPERB" / "pr" / "hparams" / "pr_mini.yaml",
+        {
+            "data_folder": str(mini_corpus / "LibriSpeech"),
+            "lexicon_file": str(mini_corpus / "librispeech-lexicon.txt"),
+            "upstream_source": str(upstream_source),
+            "output_folder": str(out),
+        },
+    )
+    return hparams["upstream"].eval()
+
+
+def test_adapters_instead_of_top_layers(mini_corpus, tiny_upstreams, tmp_path, caplog):
+    """Adapter SSFT (trainable_layers=0); its export, loaded as SUPERB PR loads upstreams,
+    computes the SSFT model's hidden states, not the original upstream's."""
+    from transformers import AutoModel
+
+    from lasersb.models.adapters import adapter_summary, get_adapters, load_adapters
     from lasersb.models.upstream import SSLUpstream
 
     result = _run_short_training(
@@ -198,12 +222,82 @@ def test_adapters_instead_of_top_layers(mini_corpus, tiny_upstreams, tmp_path):
         if "bottleneck_adapters" not in name and not name.startswith("projection."):
             assert torch.equal(after[name], value), f"frozen {name} changed"
     folder = brain.export_upstream()
-    fresh = SSLUpstream(tiny_upstreams["hubert"], exact_padding=True).eval()
-    add_adapters(fresh.model, layers="top1", bottleneck=8)
-    load_adapters(folder / "lasersb_adapters.pt", fresh.model)
-    assert set(get_adapters(fresh.model)) == set(get_adapters(brain.modules.upstream.model))
+    info = json.loads((folder / "lasersb_export.json").read_text())
+    assert info["adapters"]["count"] == 2 and "load_upstream" in info["load_with"]
+    assert "load_upstream(folder)" in (folder / "README.md").read_text()
+
+    with caplog.at_level("INFO", logger="lasersb.models.upstream"):
+        superb = _load_like_superb_pr(mini_corpus, folder, tmp_path / "pr")
+    assert "carries lasersb adapters: inserted 2" in caplog.text
+    assert not superb.has_trainable  # the adapters stay frozen downstream
+    original = _load_like_superb_pr(mini_corpus, tiny_upstreams["hubert"], tmp_path / "pr0")
+    ssft = brain.modules.upstream.eval()
+    assert adapter_summary(superb.model) == adapter_summary(ssft.model)
     wav = 0.1 * torch.randn(1, 8000, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        ours = brain.modules.upstream.eval()(wav).last_hidden_state
-        theirs = fresh(wav).last_hidden_state
-    torch.testing.assert_close(ours, theirs)
+        # The HF models on the same input (SSFT used exact_padding, PR does not: that changes
+        # float rounding of the first group norm, ~2e-6, not the weights).
+        ours, theirs, before = (
+            up.model(wav, output_hidden_states=True).hidden_states
+            for up in (ssft, superb, original)
+        )
+        through_superb = superb(wav).hidden_states
+    assert len(ours) == len(theirs) == ssft.num_layers + 1
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
+    for a, b in zip(theirs, through_superb):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
+    assert float((theirs[-1] - before[-1]).abs().max()) > 1e-4  # the adapters act
+    with pytest.raises(ValueError, match="lasersb-adapters.*load_upstream"):
+        AutoModel.from_pretrained(folder)  # plain transformers would drop the adapters
+
+    # The adapter set saved alone goes back onto the original upstream.
+    fresh = SSLUpstream(tiny_upstreams["hubert"], exact_padding=True).eval()
+    load_adapters(folder / "lasersb_adapters.pt", fresh.model)
+    assert set(get_adapters(fresh.model)) == set(get_adapters(ssft.model))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(wav).last_hidden_state, ssft(wav).last_hidden_state)
+
+
+@pytest.mark.slow
+def test_run_sh_adapter_study_reports_the_adapters(mini_corpus, tiny_upstreams, tmp_path):
+    """The README's adapters study through run.sh (SSFT budget and tasks cut to PR): the table's
+    laser row was evaluated with the SSFT adapters (count and checksum recorded per run)."""
+    import os
+    import subprocess
+
+    from lasersb.models.adapters import adapter_summary
+    from lasersb.models.upstream import load_upstream
+
+    exp = tmp_path / "exp"
+    env = {**os.environ, "LASERSB_MINI_ROOT": str(mini_corpus), "OMP_NUM_THREADS": "1"}
+    command = [
+        "bash",
+        str(RECIPE / "run.sh"),
+        "--mini",
+        "--exp",
+        str(exp),
+        "--upstream",
+        str(tiny_upstreams["hubert"]),
+        "--tasks",
+        "pr",
+        "--",
+        "--use_adapters=True",
+        "--trainable_layers=0",
+        "--total_steps=4",
+        "--valid_max_utterances=2",
+        "--noprogressbar",
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "upstream_hf: HubertModel" in done.stdout and "4 lasersb adapters" in done.stdout
+    expected = adapter_summary(load_upstream(exp / "ssft" / "upstream_hf"))
+    assert expected["count"] == 4  # top2 of 3 layers, after attention and feed-forward
+    laser = json.loads((exp / "pr" / "laser" / "results.json").read_text())
+    original = json.loads((exp / "pr" / "original" / "results.json").read_text())
+    assert laser["upstream_adapters"] == expected and original["upstream_adapters"] is None
+    table = (exp / "results.md").read_text().splitlines()
+    assert table[0].startswith("| Upstream | PR PER test-clean (%) | rel. to original |")
+    assert table[2].startswith("| original |") and table[3].startswith("| laser |")
+    assert "- laser (pr): 4 lasersb adapters in the upstream" in table[-1]
+    assert expected["checksum"] in table[-1]

@@ -435,3 +435,158 @@ def test_load_upstream_config_overrides(tiny_upstreams):
     model = load_upstream(tiny_upstreams["wav2vec2"], hidden_dropout=0.0, layerdrop=0.05)
     assert model.config.hidden_dropout == 0.0 and model.config.layerdrop == 0.05
     assert not model.training
+
+
+# ----------------------------------------------------------------------------- strict weights
+def _rewrite_weights(folder, edit):
+    """Rewrite ``folder/model.safetensors`` with ``edit(state) -> state``."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    save_file(edit(load_file(path)), path, metadata={"format": "pt"})
+
+
+def test_unused_or_missing_weights_are_errors_naming_the_keys(tiny_upstreams, tmp_path, caplog):
+    from lasersb.models.upstream import UpstreamWeightsError
+
+    extra = shutil.copytree(tiny_upstreams["hubert"], tmp_path / "extra")
+    _rewrite_weights(extra, lambda s: {**s, "encoder.extra_head.weight": torch.zeros(2, 2)})
+    with pytest.raises(UpstreamWeightsError, match=r"does not use: encoder\.extra_head\.weight"):
+        load_upstream(extra)
+    with pytest.raises(UpstreamWeightsError, match="strict_weights=False"):
+        SSLUpstream(extra)
+    with caplog.at_level("WARNING", logger="lasersb.models.upstream"):
+        model = load_upstream(extra, strict_weights=False)  # the explicit opt-out
+    assert "encoder.extra_head.weight" in caplog.text
+    assert type(model).__name__ == "HubertModel"
+
+    key = "encoder.layers.1.attention.k_proj.weight"
+    missing = shutil.copytree(tiny_upstreams["hubert"], tmp_path / "missing")
+    _rewrite_weights(missing, lambda s: {k: v for k, v in s.items() if k != key})
+    with pytest.raises(UpstreamWeightsError, match=r"absent from the checkpoint.*k_proj\.weight"):
+        load_upstream(missing)
+
+
+def test_known_unused_checkpoint_keys_and_legacy_names_load(tiny_upstreams, tmp_path):
+    """wav2vec 2.0 pretraining heads are dropped as expected; old weight_g/weight_v names map."""
+    folder = shutil.copytree(tiny_upstreams["wav2vec2"], tmp_path / "pretraining_style")
+
+    def edit(state):
+        legacy = {
+            k.replace("parametrizations.weight.original0", "weight_g").replace(
+                "parametrizations.weight.original1", "weight_v"
+            ): v
+            for k, v in state.items()
+        }
+        assert "encoder.pos_conv_embed.conv.weight_g" in legacy
+        return {
+            **legacy,
+            "quantizer.codevectors": torch.zeros(1, 8, 4),
+            "project_q.weight": torch.zeros(4, 4),
+            "project_hid.weight": torch.zeros(4, 64),
+        }
+
+    _rewrite_weights(folder, edit)
+    model = load_upstream(folder)
+    reference = load_upstream(tiny_upstreams["wav2vec2"]).state_dict()
+    assert model.state_dict().keys() == reference.keys()
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
+    # With mask_time_prob=0 the model has no masked_spec_embed: the checkpoint's is unused.
+    unmasked = load_upstream(tiny_upstreams["wav2vec2"], mask_time_prob=0.0)
+    assert not hasattr(unmasked, "masked_spec_embed") and "masked_spec_embed" in reference
+
+
+# ----------------------------------------------------------------------------- adapter exports
+def _adapted_upstream(source, seed=0, **options):
+    """An SSLUpstream with random (non-identity) adapters, as after adapter SSFT."""
+    from lasersb.models.adapters import add_adapters
+
+    upstream = SSLUpstream(source)
+    adapters = add_adapters(upstream.model, **options)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for adapter in adapters:
+            for param in adapter.parameters():
+                param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+    return upstream.eval()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_adapter_export_loads_with_its_adapters(tiny_upstreams, kind, tmp_path, caplog):
+    from transformers import AutoConfig, AutoModel
+
+    from lasersb.models.adapters import adapter_config, get_adapters
+
+    upstream = _adapted_upstream(tiny_upstreams[kind], layers="top2", bottleneck=8)
+    batch, lens = _pad(_waves(8000, 12000))
+    with torch.no_grad():
+        reference = upstream(batch, lens)
+        original = SSLUpstream(tiny_upstreams[kind]).eval()(batch, lens)
+    folder = upstream.save_hf(tmp_path / "export")
+    with caplog.at_level("INFO", logger="lasersb.models.upstream"):
+        reloaded = SSLUpstream(folder).eval()
+    assert "carries lasersb adapters: inserted 4" in caplog.text
+    assert adapter_config(reloaded.model) == adapter_config(upstream.model)
+    with torch.no_grad():
+        again = reloaded(batch, lens)
+    for before, after in zip(reference.hidden_states, again.hidden_states):
+        torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
+    assert not torch.allclose(again.last_hidden_state, original.last_hidden_state, atol=1e-3)
+    # Frozen by default, also inside trainable layers; trained only when asked.
+    assert not reloaded.has_trainable
+    top = SSLUpstream(folder, trainable_layers=1)
+    names = _trainable_names(top)
+    assert names and not any("bottleneck_adapters" in n for n in names)
+    top.train()
+    assert not any(a.training for a in get_adapters(top.model).values())
+    tuned = SSLUpstream(folder, trainable_adapters=True).train()
+    assert all("bottleneck_adapters" in n for n in _trainable_names(tuned))
+    assert all(a.training for a in get_adapters(tuned.model).values())
+    # Plain transformers refuses the folder loudly instead of returning the base model.
+    for loader in (AutoModel, AutoConfig):
+        with pytest.raises(ValueError, match="lasersb-adapters.*load_upstream"):
+            loader.from_pretrained(folder)
+
+
+def test_legacy_adapter_export_and_undescribed_adapter_weights(tiny_upstreams, tmp_path):
+    """Folders from before config.json carried the adapters: plain config, adapters in weights."""
+    import json
+
+    from lasersb.models.adapters import save_adapters
+    from lasersb.models.upstream import UpstreamWeightsError
+
+    upstream = _adapted_upstream(tiny_upstreams["hubert"], layers=[1], bottleneck=4)
+    folder = tmp_path / "legacy"
+    upstream.model.save_pretrained(folder)  # as the SSFT export wrote it before
+    upstream.feature_extractor.save_pretrained(folder)
+    with pytest.raises(UpstreamWeightsError, match="hold lasersb adapters.*cannot be rebuilt"):
+        load_upstream(folder)
+    base = load_upstream(folder, strict_weights=False)  # the opt-out drops them, loudly
+    assert not any("bottleneck_adapters" in k for k in base.state_dict())
+    save_adapters(folder / "lasersb_adapters.pt", upstream.model)
+    (folder / "lasersb_export.json").write_text(json.dumps({"adapters": "lasersb_adapters.pt"}))
+    wav = torch.randn(1, 6000, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            SSLUpstream(folder).eval()(wav).last_hidden_state,
+            upstream(wav).last_hidden_state,
+            atol=1e-6,
+            rtol=0,
+        )
+
+
+def test_adapter_set_saved_alone_applies_onto_the_upstream(tiny_upstreams, tmp_path):
+    from lasersb.models.adapters import save_adapters
+
+    upstream = _adapted_upstream(tiny_upstreams["wavlm"], layers="top1", bottleneck=4, seed=2)
+    save_adapters(tmp_path / "task.pt", upstream.model, extra={"upstream": "elsewhere"})
+    applied = SSLUpstream(tiny_upstreams["wavlm"], adapters=tmp_path / "task.pt").eval()
+    wav = torch.randn(1, 6000, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            applied(wav).last_hidden_state, upstream(wav).last_hidden_state, atol=1e-6, rtol=0
+        )
+    assert not applied.has_trainable
+    export = upstream.save_hf(tmp_path / "export")
+    with pytest.raises(ValueError, match="already carries adapters"):
+        SSLUpstream(export, adapters=tmp_path / "task.pt")

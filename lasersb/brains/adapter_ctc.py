@@ -135,7 +135,33 @@ def configure_encoder(
     if finetune not in FINETUNE_MODES:
         raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {finetune!r}.")
     if finetune == "adapters":
-        if not adapter_lib.get_adapters(upstream):
+        existing = adapter_lib.adapter_config(upstream)
+        if existing:
+            # The upstream came with adapters (an SSFT export with use_adapters): fine-tune that
+            # set only if it is the one asked for, never silently in place of it.
+            wanted = {
+                "layers": adapter_lib.resolve_layer_indices(adapter_layers, existing["num_layers"]),
+                "positions": [
+                    p
+                    for p in adapter_lib.POSITIONS
+                    if p
+                    in (
+                        (adapter_positions,)
+                        if isinstance(adapter_positions, str)
+                        else adapter_positions
+                    )
+                ],
+                "bottleneck": int(adapter_bottleneck),
+                "layer_norm": bool(adapter_layer_norm),
+            }
+            if {key: existing[key] for key in wanted} != wanted:
+                raise ValueError(
+                    f"The upstream already carries lasersb adapters {existing} (an export with "
+                    f"adapters), not the set asked for ({wanted}). Use the original upstream as "
+                    "upstream_source, or ask for the same adapter set to fine-tune it further."
+                )
+            logger.info("Fine-tuning the adapters the upstream carries: %s", existing)
+        else:
             adapter_lib.add_adapters(
                 upstream,
                 layers=adapter_layers,

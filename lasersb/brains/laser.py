@@ -32,6 +32,58 @@ ALIGNMENT_BEFORE = "alignment_before.pt"
 ADAPTERS_FILE = "lasersb_adapters.pt"
 
 
+def export_readme(info: dict) -> str:
+    """The ``README.md`` of an SSFT export: what it is and how to load it.
+
+    Arguments
+    ---------
+    info : dict
+        The content of the export's ``lasersb_export.json``.
+
+    Example
+    -------
+    >>> text = export_readme({"source": "facebook/hubert-base-ls960", "optimizer_step": 3600,
+    ...                       "method": "LASER SSFT", "adapters": None})
+    >>> "AutoModel.from_pretrained" in text
+    True
+    """
+    lines = [
+        f"# {info['method']} upstream (lasersb export)",
+        "",
+        f"Fine-tuned from `{info['source']}` for {info['optimizer_step']} optimiser steps.",
+        "",
+        "Load it with lasersb (every recipe's `--upstream_source=<this folder>` does):",
+        "",
+        "```python",
+        "from lasersb.models.upstream import SSLUpstream, load_upstream",
+        "model = load_upstream(folder)       # transformers model",
+        "upstream = SSLUpstream(folder)      # frozen upstream for recipes",
+        "```",
+        "",
+    ]
+    adapters = info.get("adapters")
+    if adapters:
+        config = adapters["config"]
+        lines += [
+            f"It carries {adapters['count']} lasersb bottleneck adapters (layers "
+            f"{config['layers']}, positions {config['positions']}, bottleneck "
+            f"{config['bottleneck']}) trained on a frozen upstream. Their weights are in "
+            "`model.safetensors`, their configuration in `config.json` (`lasersb_adapters`).",
+            "",
+            "`transformers.AutoModel.from_pretrained(folder)` refuses this folder on purpose "
+            "(its `model_type` names lasersb's loader): transformers would load the base model "
+            "and drop the adapters. Without lasersb's loader, the adapter set alone is "
+            f"`{adapters['file']}` (`lasersb.models.adapters.load_adapters(file, model)` puts "
+            "it onto the original upstream).",
+        ]
+    else:
+        lines += [
+            "It is a plain transformers folder: `transformers.AutoModel.from_pretrained(folder)` "
+            "loads the same weights.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 class LaserBrain(DistributedBrain):
     """Brain for LASER SSFT.
 
@@ -273,31 +325,51 @@ class LaserBrain(DistributedBrain):
     def export_upstream(self, folder=None):
         """Save the fine-tuned upstream in HF format (``save_pretrained`` + feature extractor).
 
-        Written to ``<output_folder>/upstream_hf`` by default, loadable with
-        ``transformers.AutoModel.from_pretrained`` and by every recipe's upstream loader. When
-        SSFT trained adapters (``use_adapters``), the adapter set is also written alone to
-        ``lasersb_adapters.pt`` (``lasersb.models.adapters.load_adapters`` re-applies it).
+        Written to ``<output_folder>/upstream_hf`` by default with ``lasersb_export.json`` and a
+        ``README.md`` that say how to load it. Every recipe's upstream loader
+        (:func:`lasersb.models.upstream.load_upstream`) reads it. Without adapters it is a plain
+        transformers folder (``AutoModel.from_pretrained`` works). When SSFT trained adapters
+        (``use_adapters``), their weights are in the safetensors file and their configuration in
+        ``config.json`` (see :meth:`SSLUpstream.save_hf`): ``load_upstream`` re-inserts them,
+        plain ``AutoModel`` refuses the folder with an error naming ``load_upstream``. The
+        adapter set is also written alone to ``lasersb_adapters.pt``
+        (``lasersb.models.adapters.load_adapters`` puts it onto the original upstream).
         """
-        from lasersb.models.adapters import get_adapters, save_adapters
+        from lasersb.models.adapters import adapter_config, get_adapters, save_adapters
+        from lasersb.models.upstream import LOAD_HINT
 
         folder = Path(folder or Path(self.hparams.output_folder) / "upstream_hf")
         upstream = self.unwrapped.upstream
-        with_adapters = bool(get_adapters(upstream.model))
+        adapters = get_adapters(upstream.model)
 
         def _save():
             tmp = folder.with_name(folder.name + ".tmp")
             upstream.save_hf(tmp)
-            if with_adapters:
-                # The adapters' weights are also in the safetensors file (extra keys that plain
-                # transformers ignores); this small file re-applies them to the frozen model.
+            if adapters:
                 save_adapters(tmp / ADAPTERS_FILE, upstream.model)
             info = {
                 "source": str(getattr(self.hparams, "upstream_source", "")),
                 "optimizer_step": int(self.optimizer_step),
                 "method": "LASER SSFT",
-                "adapters": ADAPTERS_FILE if with_adapters else None,
+                "adapters": (
+                    {
+                        "count": len(adapters),
+                        "file": ADAPTERS_FILE,
+                        "config": adapter_config(upstream.model),
+                    }
+                    if adapters
+                    else None
+                ),
+                "load_with": LOAD_HINT,
+                "transformers_automodel": (
+                    "refused (config.json model_type names lasersb's loader): plain "
+                    "transformers would drop the adapters"
+                    if adapters
+                    else "works: transformers.AutoModel.from_pretrained(folder)"
+                ),
             }
             (tmp / "lasersb_export.json").write_text(json.dumps(info, indent=2) + "\n")
+            (tmp / "README.md").write_text(export_readme(info), encoding="utf-8")
             if folder.exists():
                 import shutil
 

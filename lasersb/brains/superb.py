@@ -30,6 +30,7 @@ from lasersb.brains.base import DistributedBrain
 from lasersb.data.feature_cache import pad_hidden_states
 from lasersb.decoding import ctc_greedy_decode
 from lasersb.metrics.error_rates import ErrorRateTracker
+from lasersb.models.adapters import adapter_summary
 
 logger = logging.getLogger(__name__)
 
@@ -413,11 +414,14 @@ class SuperbCTCBrain(DistributedBrain):
             p.numel() for m in (self.modules.featuriser, self.modules.head) for p in m.parameters()
         )
         frozen = sum(p.numel() for p in self.modules.upstream.parameters())
+        adapters = adapter_summary(self.modules.upstream)
         logger.info(
-            "SUPERB %s: %.2fM trainable downstream parameters, %.2fM frozen upstream parameters",
+            "SUPERB %s: %.2fM trainable downstream parameters, %.2fM frozen upstream parameters "
+            "(%d lasersb adapters in the upstream)",
             self.hparams.task.upper(),
             trained / 1e6,
             frozen / 1e6,
+            adapters["count"] if adapters else 0,
         )
 
     def _fit_valid(self, valid_set, epoch, enable):
@@ -516,6 +520,8 @@ class SuperbCTCBrain(DistributedBrain):
             "upstream": source,
             "upstream_name": getattr(self.hparams, "upstream_name", None)
             or upstream_display_name(source),
+            # Which adapter set (if any) the frozen upstream carried: count, config, checksum.
+            "upstream_adapters": adapter_summary(self.modules.upstream),
             "decoder": (
                 "beam"
                 if getattr(self.hparams, "beam_decoder", None) is not None

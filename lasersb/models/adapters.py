@@ -431,6 +431,39 @@ def adapter_config(model) -> dict:
     return config
 
 
+def adapter_summary(model) -> dict | None:
+    """Count, configuration and checksum of the adapter set of ``model`` (``None`` without).
+
+    Recorded in results files, so a table row says which adapter set produced it.
+
+    Example
+    -------
+    >>> from transformers import HubertModel
+    >>> from lasersb.models.tiny_upstream import tiny_config
+    >>> model = HubertModel(tiny_config("hubert", hidden_size=16, num_layers=2, conv_dim=8))
+    >>> adapter_summary(model) is None
+    True
+    >>> _ = add_adapters(model, layers="top1", bottleneck=4)
+    >>> summary = adapter_summary(model)
+    >>> summary["count"], summary["config"]["layers"], len(summary["checksum"])
+    (2, [1], 16)
+    """
+    import hashlib
+
+    state = adapter_state_dict(model)
+    if not state:
+        return None
+    digest = hashlib.blake2b(digest_size=8)
+    for name, tensor in sorted(state.items()):
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.float().contiguous().reshape(-1).numpy().tobytes())
+    return {
+        "count": len(get_adapters(model)),
+        "config": adapter_config(model),
+        "checksum": digest.hexdigest(),
+    }
+
+
 def adapter_state_dict(model) -> dict[str, torch.Tensor]:
     """Return the adapters' parameters, keyed ``layers.<i>.<position>.<param>`` (CPU copies).
 
@@ -818,6 +851,7 @@ __all__: Sequence[str] = (
     "add_adapters",
     "adapter_config",
     "adapter_state_dict",
+    "adapter_summary",
     "count_parameters",
     "encoder_layer_norms",
     "find_encoder_layers",

@@ -29,6 +29,28 @@ Input convention (followed per checkpoint, from its ``preprocessor_config.json``
   approximately equal to those of the same utterance run alone. ``"layer"`` models with an
   attention mask are exact up to float error.
 
+Weights are loaded strictly: a checkpoint key the model does not use, a parameter the checkpoint
+lacks, or a shape mismatch raises :class:`UpstreamWeightsError` naming the keys (transformers
+would only print a load report and go on with random or dropped weights). The few keys that
+released checkpoints carry for heads the bare encoder does not have are listed, with the reason,
+in :data:`KNOWN_UNUSED_PREFIXES`; ``strict_weights=False`` turns the error into a warning.
+
+Adapter exports: a folder written by :meth:`SSLUpstream.save_hf` from a model with lasersb
+bottleneck adapters (LASER SSFT with ``use_adapters``) keeps the adapters' weights in its
+safetensors file and their configuration in ``config.json`` (key :data:`ADAPTER_EXPORT_KEY`).
+:func:`load_upstream` inserts the adapters with that configuration and loads their weights, so
+the hidden states are those of the fine-tuned model. Such a ``config.json`` has the
+``model_type`` ``"<base>-with-lasersb-adapters (...)"``: plain
+``transformers.AutoModel.from_pretrained`` refuses it with an error that names the loader,
+instead of silently returning the base model without the adapters (transformers has no place
+for extra modules in a stock config; registering lasersb classes with ``AutoModel`` would make
+loading depend on an import side effect). Exports written before this convention (a plain
+``config.json``, adapter keys in the weights, ``lasersb_export.json`` naming
+``lasersb_adapters.pt``) are read too. An adapter set saved alone
+(:func:`lasersb.models.adapters.save_adapters`, e.g. the ``adapters.pt`` of the adapters
+recipe) is applied on top of any upstream with ``adapters=<file>``. Loaded adapters are frozen
+unless ``SSLUpstream(trainable_adapters=True)``.
+
 Trainable parameters (``trainable_layers``): whole transformer layers and, by default
 (``train_encoder_layer_norm=True``), the encoder layer norm ``model.encoder.layer_norm``. That is
 the set the LASER release trains: its ``runner_part_freeze.py`` freezes s3prl's HuBERT/WavLM
@@ -51,6 +73,8 @@ upstream always runs in eval mode.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -60,16 +84,62 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["SSLUpstream", "UpstreamNotFoundError", "UpstreamOutput", "load_upstream"]
+from lasersb.models import adapters as adapter_lib
+
+__all__ = [
+    "ADAPTER_EXPORT_KEY",
+    "KNOWN_UNUSED_PREFIXES",
+    "SSLUpstream",
+    "UpstreamNotFoundError",
+    "UpstreamOutput",
+    "UpstreamWeightsError",
+    "adapter_export_model_type",
+    "apply_adapter_checkpoint",
+    "check_loading_info",
+    "load_upstream",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Config attributes :func:`load_upstream` sets for frozen-feature use (see the module docstring).
 FROZEN_FEATURE_CONFIG = {"apply_spec_augment": False, "layerdrop": 0.0}
 
+#: Key of ``config.json`` that holds the adapter set of an adapter export (see :meth:`save_hf`).
+ADAPTER_EXPORT_KEY = "lasersb_adapters"
+
+#: How an export's README and error messages tell users to load an adapter export.
+LOAD_HINT = "lasersb.models.upstream.load_upstream(folder) or SSLUpstream(folder)"
+
+#: ``lasersb_export.json``: what the SSFT recipe writes next to its export.
+EXPORT_INFO_FILE = "lasersb_export.json"
+
+#: Checkpoint keys (prefixes) that released checkpoints carry for parts the bare encoder loaded
+#: by ``AutoModel`` does not have; dropping them changes no hidden state. Anything else unused
+#: or missing is an error (:class:`UpstreamWeightsError`).
+KNOWN_UNUSED_PREFIXES = {
+    # wav2vec 2.0 pretraining checkpoints (facebook/wav2vec2-base, wav2vec2-large-lv60, XLS-R):
+    # the codebook quantiser and the two projections of the contrastive loss, used only by
+    # Wav2Vec2ForPreTraining.
+    "quantizer.": "wav2vec 2.0 pretraining quantiser",
+    "project_q.": "wav2vec 2.0 pretraining projection of the quantised targets",
+    "project_hid.": "wav2vec 2.0 pretraining projection of the context vectors",
+    # *ForCTC checkpoints (facebook/wav2vec2-base-960h, hubert-large-ls960-ft): their CTC output
+    # layer; the upstream is the encoder below it.
+    "lm_head.": "CTC output layer of a fine-tuned *ForCTC checkpoint",
+    # The learned mask embedding of SpecAugment-style masking: the model has it only when the
+    # config asks for masking (mask_time_prob or mask_feature_prob > 0), and frozen-feature use
+    # never masks (apply_spec_augment=False). Unused when the model lacks it; when the
+    # checkpoint lacks it, masked training starts it from random, as transformers does.
+    "masked_spec_embed": "SpecAugment mask embedding",
+}
+
 
 class UpstreamNotFoundError(FileNotFoundError):
     """The upstream could not be found (missing local folder, or a hub id absent offline)."""
+
+
+class UpstreamWeightsError(ValueError):
+    """The upstream's weights do not match its model (unused, missing or mis-shaped keys)."""
 
 
 class UpstreamOutput(NamedTuple):
@@ -134,15 +204,264 @@ def _resolve_source(source) -> tuple[str, bool]:
     return source, False
 
 
-def load_upstream(source, **kwargs):
+def adapter_export_model_type(base_model_type: str) -> str:
+    """The ``model_type`` written to the ``config.json`` of an adapter export.
+
+    Not a transformers model type on purpose: ``AutoModel``/``AutoConfig.from_pretrained``
+    fail with an error that quotes it (so it says how to load the folder) instead of returning
+    the base model without its adapters.
+
+    Example
+    -------
+    >>> adapter_export_model_type("hubert")
+    'hubert-with-lasersb-adapters (load with lasersb.models.upstream.load_upstream)'
+    """
+    return f"{base_model_type}-with-lasersb-adapters (load with {__name__}.load_upstream)"
+
+
+@contextlib.contextmanager
+def _own_load_report():
+    """Silence transformers' load report: :func:`check_loading_info` reports the same keys
+    (with the adapter keys lasersb loads itself left out) and raises instead of going on."""
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    level = report_logger.level
+    report_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        report_logger.setLevel(level)
+
+
+def _known_unused(key: str) -> bool:
+    return any(key.startswith(prefix) for prefix in KNOWN_UNUSED_PREFIXES)
+
+
+def _is_adapter_key(key: str) -> bool:
+    return f".{adapter_lib.ADAPTER_ATTRIBUTE}." in f".{key}"
+
+
+def _listing(keys, limit: int = 8) -> str:
+    keys = sorted(keys)
+    more = f" ... ({len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def check_loading_info(source, info: dict, strict: bool = True) -> None:
+    """Raise (or warn) when ``from_pretrained`` dropped, missed or mis-shaped weights.
+
+    Arguments
+    ---------
+    source : str
+        The upstream, named in the message.
+    info : dict
+        The ``loading_info`` of ``from_pretrained(..., output_loading_info=True)``, without the
+        adapter keys the caller loads itself.
+    strict : bool
+        ``True``: raise :class:`UpstreamWeightsError`; ``False``: log a warning and go on.
+
+    Example
+    -------
+    >>> check_loading_info("w2v", {"unexpected_keys": ["quantizer.codevectors"]})
+    >>> check_loading_info("x", {"unexpected_keys": ["encoder.extra.weight"]})
+    Traceback (most recent call last):
+    ...
+    lasersb.models.upstream.UpstreamWeightsError: Upstream x: its weights do not match the model ...
+    """
+    unexpected = [k for k in info.get("unexpected_keys", ()) if not _known_unused(k)]
+    missing = [k for k in info.get("missing_keys", ()) if not _known_unused(k)]
+    mismatched = [str(k) for k in info.get("mismatched_keys", ())]
+    errors = [str(e) for e in info.get("error_msgs", ())]
+    ignored = sorted(k for k in info.get("unexpected_keys", ()) if _known_unused(k))
+    if ignored:
+        reasons = sorted(
+            {
+                why
+                for pre, why in KNOWN_UNUSED_PREFIXES.items()
+                if any(k.startswith(pre) for k in ignored)
+            }
+        )
+        logger.info(
+            "Upstream %s: checkpoint keys not used by the encoder, as expected (%s): %s",
+            source,
+            "; ".join(reasons),
+            _listing(ignored),
+        )
+    problems = []
+    if unexpected:
+        problems.append(
+            f"{len(unexpected)} checkpoint key(s) the model does not use: {_listing(unexpected)}"
+        )
+    if missing:
+        problems.append(
+            f"{len(missing)} model parameter(s) absent from the checkpoint (they "
+            f"would be random): {_listing(missing)}"
+        )
+    if mismatched:
+        problems.append(f"shape mismatches: {_listing(mismatched)}")
+    if errors:
+        problems.append("; ".join(errors))
+    if not problems:
+        return
+    message = (
+        f"Upstream {source}: its weights do not match the model built from its config.json: "
+        + "; ".join(problems)
+        + ". A folder written with lasersb adapters loads with "
+        f"{LOAD_HINT}; a checkpoint of another architecture needs its own config.json. To load "
+        "anyway, pass strict_weights=False (the keys above are then dropped or left random)."
+    )
+    if strict:
+        raise UpstreamWeightsError(message)
+    logger.warning(message)
+
+
+def _read_checkpoint_tensors(source, keys, hub_kwargs) -> dict:
+    """Read the tensors ``keys`` from the safetensors file(s) of ``source`` (sharded or not)."""
+    from safetensors import safe_open
+    from transformers.utils import cached_file
+
+    def _file(name, required=True):
+        return cached_file(
+            source, name, _raise_exceptions_for_missing_entries=required, **hub_kwargs
+        )
+
+    index = _file("model.safetensors.index.json", required=False)
+    if index:
+        weight_map = json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"]
+        files = sorted({weight_map[k] for k in keys if k in weight_map})
+    else:
+        files = ["model.safetensors"]
+    tensors = {}
+    for name in files:
+        path = _file(name, required=False)
+        if path is None:
+            raise UpstreamWeightsError(
+                f"Upstream {source} has adapter weights but no {name}: lasersb reads adapter "
+                "weights from safetensors; re-export it with SSLUpstream.save_hf."
+            )
+        with safe_open(path, framework="pt") as handle:
+            present = set(handle.keys())
+            tensors.update({k: handle.get_tensor(k) for k in keys if k in present})
+    return tensors
+
+
+def _legacy_adapter_config(source, is_local) -> dict | None:
+    """Adapter config of an export written before config.json carried it (its .pt next to it)."""
+    if not is_local:
+        return None
+    info_file = Path(source) / EXPORT_INFO_FILE
+    if not info_file.is_file():
+        return None
+    name = json.loads(info_file.read_text(encoding="utf-8")).get("adapters")
+    if isinstance(name, dict):
+        name = name.get("file")
+    if not name or not (Path(source) / name).is_file():
+        return None
+    payload = torch.load(Path(source) / name, map_location="cpu", weights_only=True)
+    return payload.get("config")
+
+
+def _insert_saved_adapters(model, source, config, adapter_keys, hub_kwargs) -> None:
+    """Insert the adapters an export describes and load their weights from its checkpoint."""
+    added = adapter_lib.add_adapters(
+        model,
+        layers=config["layers"],
+        bottleneck=config["bottleneck"],
+        positions=config["positions"],
+        layer_norm=config["layer_norm"],
+        activation=config["activation"],
+        dropout=config["dropout"],
+    )
+    wanted = {k for k in model.state_dict() if _is_adapter_key(k)}
+    found = set(adapter_keys)
+    if wanted != found:
+        raise UpstreamWeightsError(
+            f"Upstream {source}: the adapter weights in its checkpoint do not match the adapter "
+            f"configuration it records ({config}): missing {_listing(wanted - found)}; "
+            f"unexpected {_listing(found - wanted)}. Re-export it with SSLUpstream.save_hf."
+        )
+    tensors = _read_checkpoint_tensors(source, sorted(found), hub_kwargs)
+    absent = found - set(tensors)
+    if absent:
+        raise UpstreamWeightsError(
+            f"Upstream {source}: adapter weights {_listing(absent)} are reported by transformers "
+            "but not found in its safetensors file(s)."
+        )
+    model.load_state_dict(tensors, strict=False)
+    logger.info(
+        "Upstream %s carries lasersb adapters: inserted %d (layers %s, positions %s, "
+        "bottleneck %d) and loaded their weights.",
+        source,
+        len(added),
+        config["layers"],
+        config["positions"],
+        config["bottleneck"],
+    )
+
+
+def apply_adapter_checkpoint(model, path, source=None) -> dict:
+    """Apply an adapter set saved alone (``save_adapters``) onto a loaded upstream model.
+
+    Arguments
+    ---------
+    model : transformers.PreTrainedModel
+        The upstream, without adapters.
+    path : str or os.PathLike
+        The adapter file (e.g. ``adapters.pt`` of the adapters recipe); its encoder layer norms,
+        when saved with it, are loaded too.
+    source : str, optional
+        The upstream's name, for the messages.
+
+    Returns
+    -------
+    dict
+        The adapter configuration.
+    """
+    if adapter_lib.get_adapters(model):
+        raise ValueError(
+            f"Upstream {source} already carries adapters (from its export); adapters={path} "
+            "would replace them. Load the original upstream with adapters=..., or the export "
+            "without it."
+        )
+    payload = adapter_lib.load_adapters(path, model)
+    saved_for = payload.get("extra", {}).get("upstream")
+    if saved_for and source is not None and str(saved_for) != str(source):
+        logger.warning(
+            "Adapter set %s was trained on upstream %s, applied here to %s.",
+            path,
+            saved_for,
+            source,
+        )
+    config = payload["config"]
+    logger.info(
+        "Upstream %s: applied %d lasersb adapters from %s (layers %s, bottleneck %d%s).",
+        source,
+        len(adapter_lib.get_adapters(model)),
+        path,
+        config["layers"],
+        config["bottleneck"],
+        ", with their encoder layer norms" if payload.get("layer_norms") else "",
+    )
+    return config
+
+
+def load_upstream(source, strict_weights: bool = True, adapters=None, **kwargs):
     """Load a HuBERT / WavLM / wav2vec 2.0 model for feature extraction or fine-tuning.
 
     Arguments
     ---------
     source : str or os.PathLike
         A hub id (``facebook/hubert-base-ls960``, ``microsoft/wavlm-base-plus``...) or a local
-        folder written by ``save_pretrained``. Both go through ``AutoModel.from_pretrained``.
-        With ``HF_HUB_OFFLINE=1`` a hub id is read from the Hugging Face cache only.
+        folder written by ``save_pretrained`` or :meth:`SSLUpstream.save_hf`. Both go through
+        ``AutoModel.from_pretrained``. With ``HF_HUB_OFFLINE=1`` a hub id is read from the
+        Hugging Face cache only. A folder with lasersb adapters (LASER SSFT
+        ``use_adapters``) gets them inserted and loaded (see the module docstring).
+    strict_weights : bool
+        Checkpoint keys the model does not use or parameters it lacks (other than
+        :data:`KNOWN_UNUSED_PREFIXES`) raise :class:`UpstreamWeightsError`; ``False`` logs
+        a warning instead.
+    adapters : str or os.PathLike, optional
+        An adapter set saved alone (:func:`lasersb.models.adapters.save_adapters`, e.g. the
+        ``adapters.pt`` of recipes/LibriSpeech/adapters) to apply on top.
     **kwargs
         Config attributes to override (e.g. ``hidden_dropout=0.0``), and any other keyword of
         ``from_pretrained`` (``cache_dir``, ``revision``, ``local_files_only``...).
@@ -158,6 +477,8 @@ def load_upstream(source, **kwargs):
     UpstreamNotFoundError
         A local-looking path that does not exist, a folder without ``config.json``, or a hub id
         that cannot be fetched (offline and not in the cache).
+    UpstreamWeightsError
+        The checkpoint's keys do not match the model (``strict_weights=True``).
 
     Example
     -------
@@ -168,7 +489,8 @@ def load_upstream(source, **kwargs):
     >>> type(model).__name__, model.config.apply_spec_augment, model.config.layerdrop
     ('HubertModel', False, 0.0)
     """
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig, AutoModel, PretrainedConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     source, is_local = _resolve_source(source)
     hub_kwargs = {
@@ -180,12 +502,24 @@ def load_upstream(source, **kwargs):
         hub_kwargs.setdefault("local_files_only", True)
     overrides = {**FROZEN_FEATURE_CONFIG, **kwargs}
     try:
-        config, model_kwargs = AutoConfig.from_pretrained(
-            source, return_unused_kwargs=True, **hub_kwargs, **overrides
-        )
+        config_dict, _ = PretrainedConfig.get_config_dict(source, **hub_kwargs)
+        export = config_dict.pop(ADAPTER_EXPORT_KEY, None)
+        if export is not None:
+            # An adapter export: its config is the base model's with another model_type.
+            config_dict["model_type"] = export["base_model_type"]
+            config_class = CONFIG_MAPPING[export["base_model_type"]]
+            config, model_kwargs = config_class.from_dict(
+                config_dict, return_unused_kwargs=True, **overrides
+            )
+        else:
+            config, model_kwargs = AutoConfig.from_pretrained(
+                source, return_unused_kwargs=True, **hub_kwargs, **overrides
+            )
         # Loading initialises (then overwrites) weights with the global RNG: keep it untouched.
-        with torch.random.fork_rng(devices=[]):
-            model = AutoModel.from_pretrained(source, config=config, **hub_kwargs, **model_kwargs)
+        with torch.random.fork_rng(devices=[]), _own_load_report():
+            model, info = AutoModel.from_pretrained(
+                source, config=config, output_loading_info=True, **hub_kwargs, **model_kwargs
+            )
     except OSError as err:
         if is_local:
             raise
@@ -199,6 +533,36 @@ def load_upstream(source, **kwargs):
         if "/" in source:
             hint += f" (No local folder {os.path.abspath(source)} exists either.)"
         raise UpstreamNotFoundError(f"Cannot load upstream {source!r}: {hint} ({err})") from err
+    adapter_keys = sorted(k for k in info.get("unexpected_keys", ()) if _is_adapter_key(k))
+    info = {
+        **info,
+        "unexpected_keys": [k for k in info.get("unexpected_keys", ()) if not _is_adapter_key(k)],
+    }
+    check_loading_info(source, info, strict=strict_weights)
+    adapter_config = export["adapters"] if export is not None else None
+    if adapter_config is None and adapter_keys:
+        adapter_config = _legacy_adapter_config(source, is_local)
+        if adapter_config is None:
+            message = (
+                f"Upstream {source}: its weights hold lasersb adapters ({_listing(adapter_keys)}) "
+                f"but neither its config.json ({ADAPTER_EXPORT_KEY}) nor {EXPORT_INFO_FILE} "
+                "describes them, so they cannot be rebuilt. Save the model with "
+                "SSLUpstream.save_hf, or load the base upstream with adapters=<save_adapters "
+                "file>; strict_weights=False drops them."
+            )
+            if strict_weights:
+                raise UpstreamWeightsError(message)
+            logger.warning(message)
+            adapter_keys = []
+    if adapter_config is not None:
+        if not adapter_keys:
+            raise UpstreamWeightsError(
+                f"Upstream {source}: its config records lasersb adapters ({adapter_config}) but "
+                "its weights hold none. Re-export it with SSLUpstream.save_hf."
+            )
+        _insert_saved_adapters(model, source, adapter_config, adapter_keys, hub_kwargs)
+    if adapters is not None:
+        apply_adapter_checkpoint(model, adapters, source)
     return model.float().eval()
 
 
@@ -285,6 +649,15 @@ class SSLUpstream(nn.Module):
         With trainable parameters, ``train()`` puts the whole model in train mode (s3prl and
         the LASER release: dropout in the frozen layers too). ``False``: frozen parts stay in
         eval mode.
+    trainable_adapters : bool
+        Train the lasersb adapters the upstream carries (from an adapter export or
+        ``adapters``). ``False`` (default): they stay frozen, also inside trainable layers.
+    adapters : str or os.PathLike, optional
+        An adapter set saved alone (``save_adapters``, e.g. the adapters recipe's
+        ``adapters.pt``) to apply to the upstream (see :func:`load_upstream`).
+    strict_weights : bool
+        Raise when the checkpoint's keys do not match the model (see :func:`load_upstream`);
+        ``False`` only warns.
 
     Example
     -------
@@ -315,6 +688,9 @@ class SSLUpstream(nn.Module):
         exact_padding: bool = False,
         train_encoder_layer_norm: bool = True,
         dropout_in_frozen: bool = True,
+        trainable_adapters: bool = False,
+        adapters=None,
+        strict_weights: bool = True,
     ):
         super().__init__()
         from transformers import PreTrainedModel
@@ -323,9 +699,13 @@ class SSLUpstream(nn.Module):
             model, source_name = source, getattr(source, "name_or_path", None)
             for key, value in FROZEN_FEATURE_CONFIG.items():
                 setattr(model.config, key, value)
+            if adapters is not None:
+                apply_adapter_checkpoint(model, adapters, source_name)
         else:
-            model, source_name = load_upstream(source), source
+            model = load_upstream(source, strict_weights=strict_weights, adapters=adapters)
+            source_name = source
         self.model = model
+        self.trainable_adapters = bool(trainable_adapters)
         self.source = str(source_name) if source_name is not None else None
         self.feature_extractor = _load_feature_extractor(source_name, model)
         self.output_hidden_states = bool(output_hidden_states)
@@ -393,6 +773,10 @@ class SSLUpstream(nn.Module):
             indices.add(index % num)
         return tuple(sorted(indices))
 
+    def _adapters(self) -> list[nn.Module]:
+        """The lasersb adapters the upstream carries (empty for a plain upstream)."""
+        return list(adapter_lib.get_adapters(self.model).values())
+
     def _trainable_modules(self) -> list[nn.Module]:
         modules = [self.encoder_layers[i] for i in self.trainable_layer_indices]
         top = self.num_layers - 1
@@ -410,6 +794,8 @@ class SSLUpstream(nn.Module):
         self.model.requires_grad_(False)
         for module in self._trainable_modules():
             module.requires_grad_(True)
+        for adapter in self._adapters():
+            adapter.requires_grad_(self.trainable_adapters)
         if self.freeze_feature_encoder:
             # Also stops HF from forcing requires_grad on the conv output in training mode.
             conv = self.model.feature_extractor
@@ -434,6 +820,10 @@ class SSLUpstream(nn.Module):
         self.model.eval()
         for module in self._trainable_modules():
             module.train(mode)
+        # Adapters follow their own trainability (trainable_adapters, or made trainable later
+        # by insert_trainable_adapters), also inside frozen or trainable layers.
+        for adapter in self._adapters():
+            adapter.train(mode and any(p.requires_grad for p in adapter.parameters()))
         return self
 
     # ------------------------------------------------------------------ lengths
@@ -534,8 +924,12 @@ class SSLUpstream(nn.Module):
     def save_hf(self, folder) -> Path:
         """Save the (fine-tuned) model and its feature extractor config as a Hugging Face folder.
 
-        The folder reloads with ``transformers.AutoModel.from_pretrained(folder)`` and with
-        :func:`load_upstream` / :class:`SSLUpstream` (identical hidden states).
+        The folder reloads with :func:`load_upstream` / :class:`SSLUpstream` (identical hidden
+        states) and, without adapters, with ``transformers.AutoModel.from_pretrained(folder)``.
+        With lasersb adapters, their weights are in the safetensors file and their
+        configuration in ``config.json`` (:data:`ADAPTER_EXPORT_KEY`), whose ``model_type``
+        (:func:`adapter_export_model_type`) makes plain ``AutoModel`` fail loudly rather than
+        return the model without its adapters.
 
         Arguments
         ---------
@@ -551,6 +945,18 @@ class SSLUpstream(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(folder, safe_serialization=True)
         self.feature_extractor.save_pretrained(folder)
+        config = adapter_lib.adapter_config(self.model)
+        if config:
+            path = folder / "config.json"
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            saved[ADAPTER_EXPORT_KEY] = {
+                "format": adapter_lib.CHECKPOINT_FORMAT,
+                "base_model_type": saved["model_type"],
+                "adapters": config,
+                "load_with": LOAD_HINT,
+            }
+            saved["model_type"] = adapter_export_model_type(saved["model_type"])
+            path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return folder
 
     def extra_repr(self) -> str:

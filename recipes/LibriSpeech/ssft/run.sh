@@ -7,6 +7,7 @@
 #      tiny random upstream
 #   1  LASER SSFT (recipes/LibriSpeech/ssft/train.py)
 #   2  export the fine-tuned upstream to <exp>/ssft/upstream_hf (HF format) and check it loads
+#      (with lasersb's loader, which re-inserts SSFT adapters: see the README)
 #   3  SUPERB PR (frozen upstream) for the original and the fine-tuned upstream
 #   4  SUPERB ASR likewise
 #   5  results table (Markdown) with the relative improvement over the original upstream
@@ -16,6 +17,9 @@
 #   bash recipes/LibriSpeech/ssft/run.sh --data_folder /data/LibriSpeech \
 #        --lexicon_file /data/librispeech-lexicon.txt [--hparams hparams/laser_wavlm.yaml]
 #   bash recipes/LibriSpeech/ssft/run.sh ... --stage 3 --stop_stage 5
+#   bash recipes/LibriSpeech/ssft/run.sh ... --tasks pr               # SUPERB PR only
+#   bash recipes/LibriSpeech/ssft/run.sh --mini -- --use_adapters=True --trainable_layers=0
+#        (everything after -- goes to the SSFT stages: here adapters instead of the top layers)
 set -euo pipefail
 
 stage=0
@@ -26,6 +30,7 @@ data_folder=""
 lexicon_file=""
 upstream=""           # default: the upstream_source of the hparams file
 exp=""                # default: results/laser_run (results/laser_mini_run with --mini)
+tasks="pr asr"        # SUPERB tasks of stages 3 (pr) and 4 (asr), and of the table
 extra_args=()
 
 log() {
@@ -42,12 +47,19 @@ while [ $# -gt 0 ]; do
         --lexicon_file) lexicon_file="$2"; shift 2 ;;
         --upstream) upstream="$2"; shift 2 ;;
         --exp) exp="$2"; shift 2 ;;
+        --tasks) tasks="$2"; shift 2 ;;
         --) shift; extra_args+=("$@"); break ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "Unknown option $1 (see --help)" >&2; exit 1 ;;
     esac
 done
 
+for task in $tasks; do
+    case "$task" in
+        pr|asr) ;;
+        *) echo "--tasks takes pr and/or asr (e.g. --tasks \"pr asr\"), got $task" >&2; exit 1 ;;
+    esac
+done
 cd "$(dirname "$0")/../../.."   # repository root
 recipe=recipes/LibriSpeech/ssft
 pr_hparams=recipes/SUPERB/pr/hparams/pr.yaml
@@ -113,12 +125,19 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
         python $recipe/train.py "$hparams" --data_folder="$data_folder" \
             --output_folder="$exp/ssft" --export_only=True "${upstream_args[@]}" "${extra_args[@]}"
     fi
-    python -c "import sys, transformers; m = transformers.AutoModel.from_pretrained(sys.argv[1]); \
-print(f'{sys.argv[1]}: {type(m).__name__}, {sum(p.numel() for p in m.parameters())} parameters')" \
+    # Loaded the way stages 3-5 load it (lasersb's loader: strict keys, adapters re-inserted).
+    python -c 'import sys
+from lasersb.models.adapters import adapter_summary
+from lasersb.models.upstream import load_upstream
+m = load_upstream(sys.argv[1])
+a = adapter_summary(m)
+n = sum(p.numel() for p in m.parameters())
+count = a["count"] if a else 0
+print(f"{sys.argv[1]}: {type(m).__name__}, {n} parameters, {count} lasersb adapters")' \
         "$finetuned"
 fi
 
-for task in pr asr; do
+for task in $tasks; do
     if [ "$task" = pr ]; then n=3; task_hparams=$pr_hparams; else n=4; task_hparams=$asr_hparams; fi
     if [ "$stage" -le $n ] && [ "$stop_stage" -ge $n ]; then
         for name in original laser; do
@@ -138,8 +157,10 @@ done
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     log "Stage 5: results table"
-    python -m lasersb.report "$exp"/pr/original "$exp"/pr/laser "$exp"/asr/original \
-        "$exp"/asr/laser --baseline original --output "$exp/results.md"
+    runs=()
+    for task in $tasks; do runs+=("$exp/$task/original" "$exp/$task/laser"); done
+    # Upstreams that carried lasersb adapters are listed under the table (count, checksum).
+    python -m lasersb.report "${runs[@]}" --baseline original --output "$exp/results.md"
     cat "$exp/results.md"
 fi
 log "Done: $exp"
