@@ -1,13 +1,28 @@
-"""Multi-process training as SpeechBrain runs it, on the CPU: ``torchrun --nproc_per_node=2``.
+"""Every registered recipe under ``torchrun --nproc_per_node=2`` (gloo, on the CPU).
 
-The TEMPLATE recipe runs for a few steps with two processes and the gloo backend. Checked: the
-data preparation ran once (main process only, the other waited), both ranks finished, the
-gradients were averaged (both ranks end with bit-identical weights, which differ from the
-initial ones), and the checkpoint folder holds one set of files.
+For each ``mode: run`` entry of ``recipes/registry.yaml`` (its debug overrides, a couple of
+steps), the recipe runs as a user runs it on several GPUs: ``torchrun --nproc_per_node=2
+recipes/<...>/train.py <hparams> ... --distributed_backend=gloo``. A small wrapper (test
+instrumentation only) records, per rank, every file the process writes under the output folder
+and, after each ``fit``, the trained parameters and the optimiser step. Checked:
+
+* both ranks exit with 0;
+* both ranks end with identical parameters (gradients were averaged; the DINO teacher, updated
+  from the averaged student, too), and training moved some of them;
+* both ranks end at the same optimiser step, the configured one (``total_steps`` /
+  ``optimizer_step_limit``, or the entry's ``ddp_steps``): steps count for the whole job
+  (``ddp_overrides`` give the run more epochs where each rank's half epoch would end first);
+* the entry's expected files exist, and rank 1 wrote nothing under the output folder (data
+  preparation, checkpoints, exports, logs, TensorBoard, plots and results are rank 0's), except
+  what the entry lists in ``ddp_shared_writes`` (the feature cache, filled by every rank).
+
+New recipes get this check by being registered. Each run costs a few seconds (two processes of
+a tiny model on the mini corpus).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import signal
@@ -16,36 +31,65 @@ import sys
 
 import pytest
 import torch
-from test_recipe_registry import ENTRIES, REPO, as_argv, placeholders
+from test_recipe_registry import REPO, RUN_ENTRIES, as_argv, check_outputs, placeholders
 
-# Wraps the recipe: counts the data preparation calls per rank and, after fit, saves each
-# rank's weights to <output_folder>/rank<RANK>.pt (test instrumentation only).
+pytestmark = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo not built")
+
+# Test instrumentation: runs the recipe script after patching the file-writing primitives (to
+# record what this rank writes under $LASERSB_WATCH) and DistributedBrain.fit (to record the
+# parameters and the step after each fit). Results go to $LASERSB_TEST_OUT/rank<RANK>.pt.
 WRAPPER = r"""
-import os, runpy, sys
+import atexit, builtins, io, os, runpy, sys
 from pathlib import Path
 import torch
-import data_prep.librispeech_prepare as prep
-import lasersb.brains.template as template
-out = Path(os.environ["LASERSB_TEST_OUT"])
 rank = os.environ["RANK"]
-real_prepare, real_fit = prep.prepare_librispeech, template.UtteranceClassifierBrain.fit
-def counting_prepare(*args, **kwargs):
-    with open(out / f"prepare_calls_rank{rank}", "a") as handle:
-        handle.write("1\n")
-    return real_prepare(*args, **kwargs)
-def fit_then_dump(self, *args, **kwargs):
-    # DDP wraps each trained module: "classifier.module.weight" -> "classifier.weight".
-    snapshot = lambda: {
-        k.replace(".module.", "."): v.detach().cpu().clone()
-        for k, v in self.modules.state_dict().items()
-    }
-    initial = snapshot()
+out = Path(os.environ["LASERSB_TEST_OUT"])
+watched = Path(os.environ["LASERSB_WATCH"]).resolve()
+writes, fits = set(), []
+
+def note(path):
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        return
+    path = Path(os.fsdecode(path)).resolve()
+    if path == watched or watched in path.parents:
+        writes.add(path.relative_to(watched).as_posix())
+
+real_open, real_os_open, real_save = builtins.open, os.open, torch.save
+def open_(file, mode="r", *args, **kwargs):
+    if any(c in mode for c in "wax+"):
+        note(file)
+    return real_open(file, mode, *args, **kwargs)
+def os_open(path, flags, *args, **kwargs):
+    if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+        note(path)
+    return real_os_open(path, flags, *args, **kwargs)
+def save(obj, f, *args, **kwargs):
+    note(f)
+    return real_save(obj, f, *args, **kwargs)
+builtins.open = io.open = open_
+os.open, torch.save = os_open, save
+for name in ("replace", "rename"):
+    def moved(src, dst, *args, _real=getattr(os, name), **kwargs):
+        note(dst)
+        return _real(src, dst, *args, **kwargs)
+    setattr(os, name, moved)
+
+from lasersb.brains.base import DistributedBrain
+from lasersb.distributed import unwrap
+real_fit = DistributedBrain.fit
+def snapshot(brain):
+    named = [(n, unwrap(m)) for n, m in brain.modules.items()]
+    if getattr(brain, "teacher", None) is not None:
+        named.append(("teacher", brain.teacher))
+    return {f"{n}.{k}": v.detach().cpu().clone() for n, m in named for k, v in m.named_parameters()}
+def fit(self, *args, **kwargs):
+    initial = snapshot(self)
     result = real_fit(self, *args, **kwargs)
-    record = {"state": snapshot(), "initial": initial, "step": self.optimizer_step}
-    torch.save(record, out / f"rank{rank}.pt")
+    fits.append({"initial": initial, "final": snapshot(self), "step": int(self.optimizer_step)})
     return result
-prep.prepare_librispeech = counting_prepare
-template.UtteranceClassifierBrain.fit = fit_then_dump
+DistributedBrain.fit = fit
+# Registered first, so it runs after the recipe's own exit handlers.
+atexit.register(lambda: real_save({"fits": fits, "writes": sorted(writes)}, out / f"rank{rank}.pt"))
 script = sys.argv[1]
 sys.argv = sys.argv[1:]
 sys.path.insert(0, os.path.dirname(script))
@@ -53,55 +97,90 @@ runpy.run_path(script, run_name="__main__")
 """
 
 
-@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo not built")
-def test_template_two_process_ddp_cpu(mini_corpus, tiny_upstreams, tmp_path):
-    entry = next(e for e in ENTRIES if e["name"] == "template_mini")
-    out = tmp_path / "out"
-    out.mkdir()
-    wrapper = tmp_path / "ddp_wrapper.py"
-    wrapper.write_text(WRAPPER)
-    argv = as_argv(entry, placeholders(mini_corpus, tiny_upstreams, out))
-    argv = [a for a in argv if not a.startswith("--total_steps")] + [
-        "--total_steps=4",
-        "--distributed_backend=gloo",
-    ]
+def torchrun_command(*args) -> list[str]:
+    """``torchrun`` (or ``python -m torch.distributed.run``) followed by ``args``."""
     torchrun = shutil.which("torchrun")
-    launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
-    cmd = [
-        *launcher,
-        "--nproc_per_node=2",
-        "--standalone",
-        str(wrapper),
-        str(REPO / entry["script"]),
-        *argv,
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", LASERSB_TEST_OUT=str(out))
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return [*([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]), *args]
+
+
+def run_job(cmd: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a torchrun job in its own process group; a hung job is killed with all its workers."""
     proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
     )  # fmt: skip
     try:
-        output, _ = proc.communicate(timeout=240)
+        output, _ = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:  # a hung collective: kill torchrun and both workers
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 0, output[-4000:]
+    return subprocess.CompletedProcess(cmd, proc.returncode, output, None)
 
-    # Data preparation on the main process only.
-    assert (out / "prepare_calls_rank0").read_text().count("1") == 1
-    assert not (out / "prepare_calls_rank1").exists()
-    # Both ranks finished the same number of steps with the same (averaged) weights.
-    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
-    assert ranks[0]["step"] == ranks[1]["step"] == 4
-    assert ranks[0]["state"].keys() == ranks[1]["state"].keys()
-    for name, value in ranks[0]["state"].items():
-        assert torch.equal(value, ranks[1]["state"][name]), f"{name} differs between ranks"
-    moved = [k for k, v in ranks[0]["state"].items() if not torch.equal(v, ranks[0]["initial"][k])]
-    assert any(k.startswith("classifier") for k in moved), "training did not update the weights"
-    assert not any(k.startswith("upstream") for k in moved), "the frozen upstream moved"
-    # One checkpoint folder, written by the main process; the test set was evaluated once.
-    checkpoints = list((out / "save").glob("CKPT+*"))
-    assert len(checkpoints) >= 1 and not list((out / "save").glob(".partial-*"))
-    assert (out / "test_summary.json").is_file()
+
+def job_env(**extra) -> dict:
+    """Environment of a CPU torchrun job: one thread per process, the checkout importable."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", **extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+def configured_steps(entry: dict) -> int | None:
+    """The optimiser step a run of the entry ends at (``ddp_steps`` wins), or ``None``."""
+    overrides = entry.get("overrides") or {}
+    for key in ("ddp_steps", "total_steps", "optimizer_step_limit"):
+        value = entry.get(key) if key == "ddp_steps" else overrides.get(key)
+        if value is not None:
+            return int(value)
+    return None
+
+
+DDP_ENTRIES = [e for e in RUN_ENTRIES if not e.get("ddp_skip")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", DDP_ENTRIES, ids=[e["name"] for e in DDP_ENTRIES])
+def test_registered_recipe_two_process_ddp(entry, mini_corpus, tiny_upstreams, tmp_path):
+    out, record = tmp_path / "out", tmp_path / "record"
+    out.mkdir()
+    record.mkdir()
+    wrapper = tmp_path / "ddp_wrapper.py"
+    wrapper.write_text(WRAPPER)
+    entry = {**entry, "overrides": {**entry["overrides"], **(entry.get("ddp_overrides") or {})}}
+    argv = as_argv(entry, placeholders(mini_corpus, tiny_upstreams, out))
+    cmd = torchrun_command(
+        "--nproc_per_node=2", "--standalone", str(wrapper), str(REPO / entry["script"]), *argv,
+        "--distributed_backend=gloo",
+    )  # fmt: skip
+    result = run_job(cmd, job_env(LASERSB_TEST_OUT=str(record), LASERSB_WATCH=str(out)))
+    assert result.returncode == 0, result.stdout[-6000:]
+
+    ranks = [torch.load(record / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    # Every file under the output folder is rank 0's, but what the entry shares on purpose.
+    shared = entry.get("ddp_shared_writes") or []
+    alien = [w for w in ranks[1]["writes"] if not any(fnmatch.fnmatch(w, g) for g in shared)]
+    assert not alien, f"rank 1 wrote under the output folder: {alien[:10]}"
+    assert ranks[0]["writes"], "rank 0 wrote nothing under the output folder"
+    check_outputs(entry, out)
+
+    fits = [r["fits"] for r in ranks]
+    if entry.get("ddp_no_fit"):  # evaluation-only recipe: nothing trained
+        assert fits == [[], []]
+        return
+    assert fits[0] and len(fits[0]) == len(fits[1]), "both ranks must run the same fits"
+    for fit0, fit1 in zip(*fits):
+        assert fit0["step"] == fit1["step"], "the ranks ran different numbers of steps"
+        assert fit0["final"].keys() == fit1["final"].keys()
+        for name, value in fit0["final"].items():
+            assert torch.equal(value, fit1["final"][name]), f"{name} differs between ranks"
+        moved = [k for k, v in fit0["final"].items() if not torch.equal(v, fit0["initial"][k])]
+        assert moved, "training did not update any parameter"
+    expected = configured_steps(entry)
+    if expected is not None:
+        assert fits[0][-1]["step"] == expected, (fits[0][-1]["step"], expected)
+
+
+def test_configured_steps_reads_the_registry():
+    assert configured_steps({"overrides": {"total_steps": 3}}) == 3
+    assert configured_steps({"ddp_steps": 4, "overrides": {"optimizer_step_limit": 2}}) == 4
+    assert configured_steps({"overrides": {}}) is None

@@ -40,6 +40,11 @@ FIELDS = {
     "modules",
     "unused_ok",
     "tested_by",
+    "ddp_steps",
+    "ddp_overrides",
+    "ddp_shared_writes",
+    "ddp_no_fit",
+    "ddp_skip",
 }
 # Keys read by SpeechBrain itself (Brain run options taken from the hparams) or by hyperpyyaml.
 FRAMEWORK_KEYS = {

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import speechbrain as sb
 import torch
-from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from lasersb.brains.base import DistributedBrain
 
@@ -514,14 +514,24 @@ class SEFinetuneBrain(DistributedBrain):
         pathlib.Path
             ``out_folder``.
         """
+        # One process writes the folder, with the enhancer outside its DDP wrapper (a forward
+        # through the wrapper on one rank only would start collectives); the others wait.
+        run_on_main(self._enhance_to_folder, args=[dataset, Path(out_folder), split, loader_kwargs])
+        return Path(out_folder)
+
+    @torch.no_grad()
+    def _enhance_to_folder(self, dataset, out_folder, split, loader_kwargs):
         import soundfile as sf
 
-        out_folder = Path(out_folder)
-        self.modules.eval()
+        enhancer = self.unwrapped.enhancer
+        was_training = enhancer.training
+        enhancer.eval()
         loader = sb.dataio.dataloader.make_dataloader(dataset, **(loader_kwargs or {}))
         transcripts = {}
         for batch in loader:
-            enhanced, lens = self.compute_forward(batch, sb.Stage.TEST)
+            batch = batch.to(self.device)
+            noisy, lens = batch.noisy_sig
+            enhanced = enhancer(noisy, lens)
             total = enhanced.shape[1]
             for i, uid in enumerate(batch.id):
                 parts = uid.split("-")
@@ -542,4 +552,4 @@ class SEFinetuneBrain(DistributedBrain):
                     )
         for path, lines in transcripts.items():
             path.write_text("\n".join(sorted(lines)) + "\n", encoding="utf-8")
-        return out_folder
+        enhancer.train(was_training)

@@ -18,6 +18,8 @@ from pathlib import Path
 from speechbrain.dataio.wer import print_alignments, print_wer_summary
 from speechbrain.utils.edit_distance import wer_details_by_utterance, wer_summary
 
+from lasersb.distributed import rank
+
 
 def error_rate_summary(details_by_utterance, metric: str = "WER") -> dict:
     """Summarise per-utterance edit details into a JSON-serialisable dict.
@@ -154,7 +156,6 @@ class ErrorRateTracker:
             ``{"hypotheses": Path, "alignments": Path, "summary": Path}``.
         """
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         details = self.details(compute_alignments=True)
         summary = error_rate_summary(details, self.metric)
         name = self.metric.lower()
@@ -163,6 +164,9 @@ class ErrorRateTracker:
             "alignments": folder / f"{name}_{split}.txt",
             "summary": folder / f"{name}_{split}.json",
         }
+        if rank() != 0:  # under DDP every rank holds the same results; rank 0 writes them
+            return paths
+        folder.mkdir(parents=True, exist_ok=True)
         with open(paths["hypotheses"], "w", encoding="utf-8") as handle:
             for key, hyp in self.hyps.items():
                 handle.write(f"{key}\t{' '.join(hyp)}\n")

@@ -155,6 +155,12 @@ def main(argv):
     hparams, run_opts = setup_experiment(argv)  # step 1
     manifests = build_manifests(hparams)
     device = torch.device(run_opts.get("device", "cpu"))
+    # Under torchrun the main process evaluates and writes; the others wait for it.
+    run_on_main(evaluate_all, args=[hparams, manifests, device])
+
+
+def evaluate_all(hparams, manifests, device):
+    """Extract the features, match every query against every document, score, write."""
     encoder = hparams["frame_encoder"].to(device).eval()
     docs = extract(
         encoder, read_manifest(manifests["documents"]), device, hparams["gain_db"], "documents"
@@ -166,8 +172,7 @@ def main(argv):
         results[split] = evaluate_split(
             hparams, split, queries, docs, manifests["groundtruth"][split], device
         )
-    if if_main_process():
-        write_results(hparams, results)
+    write_results(hparams, results)
 
 
 if __name__ == "__main__":
