@@ -23,11 +23,15 @@ a tiny model on the mini corpus).
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,8 +92,17 @@ def fit(self, *args, **kwargs):
     fits.append({"initial": initial, "final": snapshot(self), "step": int(self.optimizer_step)})
     return result
 DistributedBrain.fit = fit
+real_start = DistributedBrain.on_fit_start
+def on_fit_start(self):
+    real_start(self)
+    starts.append(int(self.optimizer_step))  # after recovery: where this run starts
+DistributedBrain.on_fit_start = on_fit_start
+starts = []
 # Registered first, so it runs after the recipe's own exit handlers.
-atexit.register(lambda: real_save({"fits": fits, "writes": sorted(writes)}, out / f"rank{rank}.pt"))
+def dump():
+    record = {"fits": fits, "starts": starts, "writes": sorted(writes)}
+    real_save(record, out / f"rank{rank}.pt")
+atexit.register(dump)
 script = sys.argv[1]
 sys.argv = sys.argv[1:]
 sys.path.insert(0, os.path.dirname(script))
@@ -184,3 +197,103 @@ def test_configured_steps_reads_the_registry():
     assert configured_steps({"overrides": {"total_steps": 3}}) == 3
     assert configured_steps({"ddp_steps": 4, "overrides": {"optimizer_step_limit": 2}}) == 4
     assert configured_steps({"overrides": {}}) is None
+
+
+# --------------------------------------------------------------------------- resume, two nodes
+LASER = next(e for e in RUN_ENTRIES if e["name"] == "laser_mini")
+
+
+def _laser_job(tmp_path, mini_corpus, tiny_upstreams, **overrides):
+    """(wrapper, recipe argv, output folder, record folder) of a LASER mini run."""
+    out, record = tmp_path / "out", tmp_path / "record"
+    out.mkdir(exist_ok=True)
+    record.mkdir(exist_ok=True)
+    wrapper = tmp_path / "ddp_wrapper.py"
+    wrapper.write_text(WRAPPER)
+    entry = {**LASER, "overrides": {**LASER["overrides"], **overrides}}
+    argv = as_argv(entry, placeholders(mini_corpus, tiny_upstreams, out))
+    argv = [str(wrapper), str(REPO / LASER["script"]), *argv, "--distributed_backend=gloo"]
+    return argv, out, record
+
+
+def _assert_ranks_agree(record: Path, steps: int) -> list[dict]:
+    ranks = [torch.load(record / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    final = [r["fits"][-1] for r in ranks]
+    assert final[0]["step"] == final[1]["step"] == steps
+    for name, value in final[0]["final"].items():
+        assert torch.equal(value, final[1]["final"][name]), f"{name} differs between ranks"
+    return ranks
+
+
+@pytest.mark.slow
+def test_laser_torchrun_resumes_after_sigkill(mini_corpus, tiny_upstreams, tmp_path):
+    """SIGKILL the whole torchrun job after a checkpoint; the same command resumes and ends."""
+    argv, out, record = _laser_job(
+        tmp_path, mini_corpus, tiny_upstreams, total_steps=8, ckpt_interval_steps=2
+    )
+    cmd = torchrun_command("--nproc_per_node=2", "--standalone", *argv)
+    env = job_env(LASERSB_TEST_OUT=str(record), LASERSB_WATCH=str(out))
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if list((out / "save").glob("CKPT+*/CKPT.yaml")):  # a complete checkpoint
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the job ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "ssft_summary.json").exists(), "killed too late"
+
+    result = run_job(cmd, env)  # the same command again
+    assert result.returncode == 0, result.stdout[-6000:]
+    ranks = _assert_ranks_agree(record, steps=8)
+    assert ranks[0]["starts"][-1] == ranks[1]["starts"][-1] > 0, "did not resume from the kill"
+    summary = json.loads((out / "ssft_summary.json").read_text())
+    assert summary["optimizer_steps"] == 8
+    assert (out / "upstream_hf" / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_laser_two_nodes_one_process_each(mini_corpus, tiny_upstreams, tmp_path):
+    """Two torchrun launches (``--nnodes=2``, c10d rendezvous on localhost) train one job."""
+    argv, out, record = _laser_job(tmp_path, mini_corpus, tiny_upstreams, total_steps=3)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    rendezvous = [
+        "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
+        f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=lasersb-two-nodes",
+    ]  # fmt: skip
+    env = job_env(LASERSB_TEST_OUT=str(record), LASERSB_WATCH=str(out))
+    nodes = [
+        subprocess.Popen(
+            torchrun_command(*rendezvous, *argv),
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    outputs = []
+    try:
+        for node in nodes:
+            outputs.append(node.communicate(timeout=300)[0])
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGKILL)
+                node.wait()
+    for node, output in zip(nodes, outputs):
+        assert node.returncode == 0, output[-6000:]
+    _assert_ranks_agree(record, steps=3)
+    assert json.loads((out / "ssft_summary.json").read_text())["optimizer_steps"] == 3
