@@ -12,6 +12,9 @@ and, after each ``fit``, the trained parameters and the optimiser step. Checked:
 * both ranks end at the same optimiser step, the configured one (``total_steps`` /
   ``optimizer_step_limit``, or the entry's ``ddp_steps``): steps count for the whole job
   (``ddp_overrides`` give the run more epochs where each rank's half epoch would end first);
+* each rank drew its own batches;
+* with ``ddp_single_process_eval``, evaluating the job's checkpoint in one process afterwards
+  gives the numbers the 2-process job wrote;
 * the entry's expected files exist, and rank 1 wrote nothing under the output folder (data
   preparation, checkpoints, exports, logs, TensorBoard, plots and results are rank 0's), except
   what the entry lists in ``ddp_shared_writes`` (the feature cache, filled by every rank).
@@ -97,10 +100,15 @@ def on_fit_start(self):
     real_start(self)
     starts.append(int(self.optimizer_step))  # after recovery: where this run starts
 DistributedBrain.on_fit_start = on_fit_start
-starts = []
+real_fit_batch = DistributedBrain.fit_batch
+def fit_batch(self, batch):
+    batches.append(list(batch.id))
+    return real_fit_batch(self, batch)
+DistributedBrain.fit_batch = fit_batch
+starts, batches = [], []
 # Registered first, so it runs after the recipe's own exit handlers.
 def dump():
-    record = {"fits": fits, "starts": starts, "writes": sorted(writes)}
+    record = {"fits": fits, "starts": starts, "batches": batches, "writes": sorted(writes)}
     real_save(record, out / f"rank{rank}.pt")
 atexit.register(dump)
 script = sys.argv[1]
@@ -191,6 +199,19 @@ def test_registered_recipe_two_process_ddp(entry, mini_corpus, tiny_upstreams, t
     expected = configured_steps(entry)
     if expected is not None:
         assert fits[0][-1]["step"] == expected, (fits[0][-1]["step"], expected)
+    # Each rank draws its own batches (a distributed sampler, also over batch samplers).
+    assert ranks[0]["batches"][0] != ranks[1]["batches"][0], "both ranks drew the same batch"
+
+    single = entry.get("ddp_single_process_eval")
+    if single:  # evaluating the job's checkpoint in one process gives the job's numbers
+        before = {name: json.loads((out / name).read_text()) for name in single["json"]}
+        cmd = [sys.executable, str(REPO / entry["script"]), *argv, *single["args"]]
+        result = run_job(cmd, job_env())
+        assert result.returncode == 0, result.stdout[-6000:]
+        for name, keys in single["json"].items():
+            after = json.loads((out / name).read_text())
+            for key in keys:
+                assert after[key] == before[name][key], f"{name}[{key}]: 1 process != 2"
 
 
 def test_configured_steps_reads_the_registry():
