@@ -259,9 +259,10 @@ def test_laser_torchrun_resumes_after_sigkill(mini_corpus, tiny_upstreams, tmp_p
         start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = time.time() + 240
+        deadline, killed_after = time.time() + 240, []
         while time.time() < deadline and proc.poll() is None:
-            if list((out / "save").glob("CKPT+*/CKPT.yaml")):  # a complete checkpoint
+            killed_after = sorted(p.read_text() for p in (out / "save").glob("CKPT+*/CKPT.yaml"))
+            if killed_after:  # a complete checkpoint
                 break
             time.sleep(0.2)
         assert proc.poll() is None, "the job ended before it could be killed"
@@ -275,7 +276,10 @@ def test_laser_torchrun_resumes_after_sigkill(mini_corpus, tiny_upstreams, tmp_p
     result = run_job(cmd, env)  # the same command again
     assert result.returncode == 0, result.stdout[-6000:]
     ranks = _assert_ranks_agree(record, steps=8)
-    assert ranks[0]["starts"][-1] == ranks[1]["starts"][-1] > 0, "did not resume from the kill"
+    seen = sorted(p.parent.name for p in (out / "save").glob("CKPT+*/CKPT.yaml"))
+    log = [line for line in result.stdout.splitlines() if "heckpoint" in line]
+    starts = (ranks[0]["starts"], ranks[1]["starts"])
+    assert starts[0][-1] == starts[1][-1] > 0, ("did not resume", starts, killed_after, seen, log)
     summary = json.loads((out / "ssft_summary.json").read_text())
     assert summary["optimizer_steps"] == 8
     assert (out / "upstream_hf" / "config.json").is_file()

@@ -139,6 +139,7 @@ def _brain(upstream_folder, tokenizer, task, tmp_path, cache=None):
     else:
         head = LinearCTCHead(upstream.hidden_size, tokenizer.vocab_size)
     hparams = {
+        "seed": 0,
         "tokenizer": tokenizer,
         "task": task,
         "metric": "WER" if task == "asr" else "PER",

@@ -65,6 +65,7 @@ def _brain(schedule, stage1=1, stage2=1):
     torch.manual_seed(0)
     model = EmbeddingClassifier(load_or_init_embedding_model(**TINY), num_classes=2)
     hparams = {
+        "seed": 0,
         "classes": ["a", "b"],
         "schedule": schedule,
         "stage1_epochs": stage1,

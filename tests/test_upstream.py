@@ -537,8 +537,12 @@ def test_adapter_export_loads_with_its_adapters(tiny_upstreams, kind, tmp_path, 
     top = SSLUpstream(folder, trainable_layers=1)
     names = _trainable_names(top)
     assert names and not any("bottleneck_adapters" in n for n in names)
+    # Train mode: with the release's dropout_in_frozen (default) the whole model, frozen
+    # adapters included, is in train mode; without it frozen adapters stay in eval mode.
     top.train()
-    assert not any(a.training for a in get_adapters(top.model).values())
+    assert all(a.training for a in get_adapters(top.model).values())
+    strict = SSLUpstream(folder, trainable_layers=1, dropout_in_frozen=False).train()
+    assert not any(a.training for a in get_adapters(strict.model).values())
     tuned = SSLUpstream(folder, trainable_adapters=True).train()
     assert all("bottleneck_adapters" in n for n in _trainable_names(tuned))
     assert all(a.training for a in get_adapters(tuned.model).values())
