@@ -114,7 +114,7 @@ def main(argv):
         figure = brain.plot_alignments(brain.alignment_example, seed=hparams["alignment_plot_seed"])
     if if_main_process():
         summary = {
-            "method": "LASER SSFT",
+            "method": f"{hparams['method_name']} SSFT",
             "upstream_source": str(hparams["upstream_source"]),
             "optimizer_steps": int(brain.optimizer_step),
             "final_lr": brain.final_lr,
