@@ -14,14 +14,12 @@ both the soft-DTW and the regulariser, so padded batches give the per-utterance 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 
 import speechbrain as sb
 import torch
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import if_main_process
 
 from lasersb.brains.base import DistributedBrain
 
@@ -287,30 +285,21 @@ class LaserBrain(DistributedBrain):
         ``lasersb_adapters.pt`` (``lasersb.models.adapters.load_adapters`` re-applies it).
         """
         from lasersb.models.adapters import get_adapters, save_adapters
+        from lasersb.models.export import export_upstream_hf
 
         folder = Path(folder or Path(self.hparams.output_folder) / "upstream_hf")
         upstream = self.unwrapped.upstream
         with_adapters = bool(get_adapters(upstream.model))
+        info = {
+            "source": str(getattr(self.hparams, "upstream_source", "")),
+            "optimizer_step": int(self.optimizer_step),
+            "method": f"{self.hparams.method_name} SSFT",
+            "adapters": ADAPTERS_FILE if with_adapters else None,
+        }
 
-        def _save():
-            tmp = folder.with_name(folder.name + ".tmp")
-            upstream.save_hf(tmp)
-            if with_adapters:
-                # The adapters' weights are also in the safetensors file (extra keys that plain
-                # transformers ignores); this small file re-applies them to the frozen model.
-                save_adapters(tmp / ADAPTERS_FILE, upstream.model)
-            info = {
-                "source": str(getattr(self.hparams, "upstream_source", "")),
-                "optimizer_step": int(self.optimizer_step),
-                "method": f"{self.hparams.method_name} SSFT",
-                "adapters": ADAPTERS_FILE if with_adapters else None,
-            }
-            (tmp / "lasersb_export.json").write_text(json.dumps(info, indent=2) + "\n")
-            if folder.exists():
-                import shutil
+        def _adapters(tmp):
+            # The adapters' weights are also in the safetensors file (extra keys that plain
+            # transformers ignores); this small file re-applies them to the frozen model.
+            save_adapters(tmp / ADAPTERS_FILE, upstream.model)
 
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-
-        run_on_main(_save)
-        return folder
+        return export_upstream_hf(upstream, folder, info, _adapters if with_adapters else None)
