@@ -101,11 +101,6 @@ class SpinBrain(DistributedBrain):
         valid = ~out.padding_mask[:half]  # both views have the same length
         return z[:half][valid], z[half:][valid]
 
-    @property
-    def device_type(self) -> str:
-        """``"cuda"`` or ``"cpu"`` (for ``torch.autocast``)."""
-        return torch.device(self.device).type
-
     def compute_objectives(self, predictions, batch, stage):
         """Swapped-prediction loss over all valid frames; codebook statistics are tracked."""
         z_1, z_2 = predictions
