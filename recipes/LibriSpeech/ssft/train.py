@@ -16,6 +16,7 @@ command is run again. ``--export_only=True`` only re-exports from the latest che
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -123,6 +124,9 @@ def main(argv):
             "export_folder": str(export),
             "alignment_plot": str(figure) if figure else None,
             "wall_time_s": round(time.time() - start, 1),
+            # The report turns these into GPU-hours (CUDA) or wall-clock hours (CPU).
+            "device": str(brain.device),
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
         }
         out = Path(hparams["output_folder"]) / "ssft_summary.json"
         out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -16,6 +16,7 @@ A killed run resumes from its last checkpoint when the same command is run again
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -125,6 +126,9 @@ def main(argv):
             "valid": getattr(brain, "valid_stats", None),
             "export_folder": str(export),
             "wall_time_s": round(time.time() - start, 1),
+            # The report turns these into GPU-hours (CUDA) or wall-clock hours (CPU).
+            "device": str(brain.device),
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
         }
         out = Path(hparams["output_folder"]) / "ssft_summary.json"
         out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
