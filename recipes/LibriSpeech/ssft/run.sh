@@ -20,6 +20,7 @@
 #   bash recipes/LibriSpeech/ssft/run.sh --data_folder /data/LibriSpeech \
 #        --lexicon_file /data/librispeech-lexicon.txt [--methods "laser score spin"] [--wavlm]
 #   bash recipes/LibriSpeech/ssft/run.sh ... --stage 3 --stop_stage 5
+# --superb_args "--key=value ..." is passed to every SUPERB run; arguments after -- to every SSFT run.
 # --hparams replaces LASER's file (default hparams/laser.yaml); --wavlm picks the *_wavlm.yaml
 # file of every method (and the WavLM tiny upstream with --mini).
 set -euo pipefail
@@ -34,7 +35,8 @@ data_folder=""
 lexicon_file=""
 upstream=""           # default: the upstream_source of the hparams file
 exp=""                # default: results/laser_run (results/laser_mini_run with --mini)
-extra_args=()
+extra_args=()         # after --: passed to every SSFT script
+superb_args=""        # --superb_args "--key=value ...": passed to every SUPERB run
 
 log() {
     echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"
@@ -48,6 +50,7 @@ while [ $# -gt 0 ]; do
         --hparams) hparams="$2"; shift 2 ;;
         --methods) methods="$2"; shift 2 ;;
         --wavlm) wavlm=true; shift ;;
+        --superb_args) superb_args="$2"; shift 2 ;;
         --data_folder) data_folder="$2"; shift 2 ;;
         --lexicon_file) lexicon_file="$2"; shift 2 ;;
         --upstream) upstream="$2"; shift 2 ;;
@@ -137,6 +140,10 @@ fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     for method in $methods; do
+        if [ -f "$(method_folder "$method")/ssft_summary.json" ]; then
+            log "Stage 1: $(display_name "$method") SSFT already done ($(method_folder "$method")/ssft_summary.json)"
+            continue
+        fi
         log "Stage 1: $(display_name "$method") SSFT with $(method_hparams "$method") (resumes from its last checkpoint)"
         python "$(method_script "$method")" "$(method_hparams "$method")" \
             --data_folder="$data_folder" --output_folder="$(method_folder "$method")" \
@@ -172,7 +179,7 @@ for task in pr asr; do
             log "Stage $n: SUPERB $task with the $name upstream ($source)"
             python recipes/SUPERB/$task/train.py "$task_hparams" --data_folder="$data_folder" \
                 "${lexicon_args[@]}" --upstream_source="$source" --upstream_name="$name" \
-                --output_folder="$out" --manifest_folder="$exp/manifests"
+                --output_folder="$out" --manifest_folder="$exp/manifests" $superb_args
         done
     fi
 done
