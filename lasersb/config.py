@@ -90,8 +90,45 @@ def flatten_hparams_text(path, overrides=None) -> tuple[str, str]:
     # Farthest child first so that nearer files win, command line last.
     for child in reversed(chain):
         merged.update(child)
+    if merged:
+        base_text, merged = _add_new_keys(base_text, merged)
     merged.update(_as_override_dict(overrides))
     return base_text, (_dump(merged) if merged else "")
+
+
+def _add_new_keys(base_text: str, children: dict) -> tuple[str, dict]:
+    """Move the keys an ``inherit:`` child *adds* into the base text; the rest stay overrides.
+
+    hyperpyyaml overrides must name existing keys, so a child that defines a new object (SCORE's
+    ``target_upstream``) or a mapping with new entries (its ``modules``) has those keys written
+    into the base document instead (a mapping is then replaced, not merged).
+
+    Example
+    -------
+    >>> base, over = _add_new_keys("a: 1\\nm: {x: 1}\\n", {"a": 2, "b": 3, "m": {"x": 1, "y": 2}})
+    >>> print(base.strip())
+    a: 1
+    m:
+      x: 1
+      y: 2
+    b: 3
+    >>> over
+    {'a': 2}
+    """
+    yaml = YAML(typ="rt")
+    base = yaml.load(base_text) or {}
+    overrides, added = {}, False
+    for key, value in children.items():
+        old = base.get(key) if hasattr(base, "get") else None
+        new_entries = (
+            isinstance(value, dict) and isinstance(old, dict) and bool(set(value) - set(old))
+        )
+        if key not in base or new_entries:
+            base[key] = value
+            added = True
+        else:
+            overrides[key] = value
+    return (_dump(base) if added else base_text), overrides
 
 
 def load_hparams(path, overrides=None) -> dict:

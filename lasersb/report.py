@@ -150,13 +150,38 @@ def collect_results(paths, names=None) -> list[dict]:
     return collected
 
 
+def ssft_time(summary_path) -> tuple[float, str]:
+    """Fine-tuning time of one SSFT run from its ``ssft_summary.json``: ``(hours, unit)``.
+
+    On CUDA the time is in GPU-hours (wall time x processes); on a CPU it is wall-clock hours.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "ssft_summary.json"
+    >>> _ = f.write_text(json.dumps({"wall_time_s": 1800, "device": "cuda:0", "world_size": 2}))
+    >>> ssft_time(f)
+    (1.0, 'GPU-h')
+    """
+    path = Path(summary_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the SSFT run has not finished")
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    hours = float(summary["wall_time_s"]) / 3600.0
+    if str(summary.get("device", "cpu")).startswith("cuda"):
+        return hours * int(summary.get("world_size", 1)), "GPU-h"
+    return hours, "h (CPU wall)"
+
+
 def _format_rel(value, base) -> str:
     if value is None or base is None or base == 0:
         return "-"
     return f"{100.0 * (base - value) / base:+.1f} %"
 
 
-def render_table(results: list[dict], baseline: str | None = None, splits=DEFAULT_SPLITS) -> str:
+def render_table(
+    results: list[dict], baseline: str | None = None, splits=DEFAULT_SPLITS, times=None
+) -> str:
     """Render the Markdown table: rows are upstreams, columns task/split error rates.
 
     Arguments
@@ -167,6 +192,8 @@ def render_table(results: list[dict], baseline: str | None = None, splits=DEFAUL
         Name of the baseline row; adds a relative-improvement column after each metric.
     splits : Sequence[str]
         Splits to show, in order, when at least one run has them.
+    times : dict, optional
+        ``{name: (hours, unit)}`` fine-tuning times (:func:`ssft_time`); adds a last column.
 
     Returns
     -------
@@ -223,6 +250,9 @@ def render_table(results: list[dict], baseline: str | None = None, splits=DEFAUL
         if baseline is not None:
             header.append(f"rel. to {baseline}")
             align.append("---:")
+    if times is not None:
+        header.append("fine-tuning time")
+        align.append("---:")
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     for name, row in table.items():
         cells = [name]
@@ -232,6 +262,8 @@ def render_table(results: list[dict], baseline: str | None = None, splits=DEFAUL
             if baseline is not None:
                 base = table[baseline].get(key)
                 cells.append("-" if name == baseline else _format_rel(value, base))
+        if times is not None:
+            cells.append(f"{times[name][0]:.3g} {times[name][1]}" if name in times else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -278,10 +310,25 @@ def main(argv=None) -> int:
         "--splits", nargs="+", default=list(DEFAULT_SPLITS), help="splits to show, in order"
     )
     parser.add_argument("--output", default=None, help="also write the table to this file")
+    parser.add_argument(
+        "--ssft",
+        nargs="*",
+        default=None,
+        metavar="NAME=SUMMARY",
+        help="fine-tuning time column: NAME=path/to/ssft_summary.json per fine-tuned row",
+    )
     args = parser.parse_args(argv)
     try:
         results = collect_results(args.experiments, args.names)
-        table = render_table(results, baseline=args.baseline, splits=args.splits)
+        times = None
+        if args.ssft is not None:
+            times = {}
+            for item in args.ssft:
+                name, sep, path = item.partition("=")
+                if not sep:
+                    raise ValueError(f"--ssft takes NAME=path/to/ssft_summary.json, got {item!r}")
+                times[name] = ssft_time(path)
+        table = render_table(results, baseline=args.baseline, splits=args.splits, times=times)
         notes = adapter_notes(results)
         if notes:
             table += "\n\n" + "\n".join(notes)

@@ -14,6 +14,7 @@ Example
 (torch.Size([2]), torch.Size([2]))
 """
 
+from lasersb.alignment.length_normalised import LengthNormalised
 from lasersb.alignment.soft_dtw import (
     SoftDTW,
     SoftDTWDivergence,
@@ -25,6 +26,7 @@ from lasersb.alignment.subsequence_dtw import SubsequenceDTWResult, subsequence_
 from lasersb.alignment.temporal import TemporalRegulariser, temporal_regulariser
 
 __all__ = [
+    "LengthNormalised",
     "SoftDTW",
     "SoftDTWDivergence",
     "SubsequenceDTWResult",

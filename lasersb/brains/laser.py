@@ -14,16 +14,13 @@ both the soft-DTW and the regulariser, so padded batches give the per-utterance 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 
 import speechbrain as sb
 import torch
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import if_main_process
 
-from lasersb.augment.views import stack_views
 from lasersb.brains.base import DistributedBrain
 
 logger = logging.getLogger(__name__)
@@ -88,9 +85,14 @@ class LaserBrain(DistributedBrain):
     """Brain for LASER SSFT.
 
     Expected ``modules``: ``upstream`` (:class:`lasersb.models.upstream.SSLUpstream` with its
-    top layers trainable), ``projection`` (:class:`lasersb.models.projection.NormalisedProjection`).
-    Expected ``hparams``: ``views`` (:class:`lasersb.augment.LaserViews`), ``soft_dtw``
-    (:class:`lasersb.alignment.SoftDTWDivergence`), ``regulariser``
+    top layers trainable), ``projection`` (:class:`lasersb.models.projection.NormalisedProjection`)
+    and, for SCORE, ``target_upstream`` (:class:`lasersb.models.view_encoders.FrozenUpstream`).
+    The same Brain trains SCORE (``hparams/score.yaml``): no regulariser, frozen target view,
+    loss divided by the pair's frame count.
+    Expected ``hparams``: ``views`` (:class:`lasersb.augment.LaserViews`), ``view_encoder``
+    (:mod:`lasersb.models.view_encoders`), ``soft_dtw``
+    (:class:`lasersb.alignment.SoftDTWDivergence`, or SCORE's
+    :class:`lasersb.alignment.LengthNormalised` of it), ``regulariser``
     (:class:`lasersb.alignment.TemporalRegulariser`), ``reg_alpha``, ``use_regulariser``,
     ``lr_schedule`` (:class:`lasersb.brains.schedulers.WarmupSchedule`), ``output_folder``,
     and optionally ``train_logger``, ``tensorboard_logger``, ``valid_seed``.
@@ -116,14 +118,16 @@ class LaserBrain(DistributedBrain):
         return self.hparams.views(wavs, wav_lens, generator=generator)
 
     def compute_forward(self, batch, stage):
-        """Make the two views, encode them in one upstream pass, return both sequences."""
+        """Make the two views and encode them with ``view_encoder``; return both sequences.
+
+        ``hparams.view_encoder`` chooses how (:mod:`lasersb.models.view_encoders`): LASER puts
+        both views through the trained upstream in one pass, SCORE the second view through a
+        frozen copy of the original upstream (``modules.target_upstream``).
+        """
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        view_a, lens_a, view_b, lens_b = self.make_views(wavs, wav_lens, stage)
-        stacked, stacked_lens = stack_views(view_a, lens_a, view_b, lens_b)
-        z, frame_lens = self.encode(stacked, stacked_lens)
-        half = wavs.shape[0]
-        return z[:half], frame_lens[:half], z[half:], frame_lens[half:]
+        views = self.make_views(wavs, wav_lens, stage)
+        return self.hparams.view_encoder(self.modules, *views)
 
     def laser_loss(self, z_a, lens_a, z_b, lens_b):
         """Per-utterance LASER loss terms ``(loss, divergence, regulariser)``, each ``(B,)``."""
@@ -233,14 +237,15 @@ class LaserBrain(DistributedBrain):
         trainable = sum(p.numel() for p in self.modules.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.modules.parameters())
         logger.info(
-            "LASER SSFT: %d / %d parameters trainable (%.2f %%)",
+            "%s SSFT: %d / %d parameters trainable (%.2f %%)",
+            self.hparams.method_name,
             trainable,
             total,
             100.0 * trainable / max(1, total),
         )
         if not getattr(self, "_names_logged", False):
             names = [n for n, p in self.modules.named_parameters() if p.requires_grad]
-            logger.info("LASER SSFT trainable parameters (%d): %s", len(names), ", ".join(names))
+            logger.info("Trainable parameters (%d): %s", len(names), ", ".join(names))
             self._names_logged = True
 
     @property
@@ -276,8 +281,9 @@ class LaserBrain(DistributedBrain):
         generator.manual_seed(seed)
         view_a, lens_a, view_b, lens_b = self.hparams.views(wavs, lens, generator=generator)
         # Runs on rank 0 only (plots): the wrappers would start collectives the others skip.
-        z_a, fl_a = self.encode(view_a, lens_a, modules=self.unwrapped)
-        z_b, fl_b = self.encode(view_b, lens_b, modules=self.unwrapped)
+        z_a, fl_a, z_b, fl_b = self.hparams.view_encoder(
+            self.unwrapped, view_a, lens_a, view_b, lens_b
+        )
         with torch.enable_grad():
             align = soft_alignment(
                 z_a.float(), z_b.float(), fl_a, fl_b, gamma=self.hparams.soft_dtw.gamma
@@ -336,45 +342,33 @@ class LaserBrain(DistributedBrain):
         (``lasersb.models.adapters.load_adapters`` puts it onto the original upstream).
         """
         from lasersb.models.adapters import adapter_config, get_adapters, save_adapters
+        from lasersb.models.export import export_upstream_hf
         from lasersb.models.upstream import LOAD_HINT
 
         folder = Path(folder or Path(self.hparams.output_folder) / "upstream_hf")
         upstream = self.unwrapped.upstream
         adapters = get_adapters(upstream.model)
+        info = {
+            "source": str(getattr(self.hparams, "upstream_source", "")),
+            "optimizer_step": int(self.optimizer_step),
+            "method": f"{self.hparams.method_name} SSFT",
+            "adapters": (
+                {"count": len(adapters), "file": ADAPTERS_FILE, "config": adapter_config(upstream.model)}
+                if adapters
+                else None
+            ),
+            "load_with": LOAD_HINT,
+            "transformers_automodel": (
+                "refused (config.json model_type names lasersb's loader): plain "
+                "transformers would drop the adapters"
+                if adapters
+                else "works: transformers.AutoModel.from_pretrained(folder)"
+            ),
+        }
 
-        def _save():
-            tmp = folder.with_name(folder.name + ".tmp")
-            upstream.save_hf(tmp)
+        def _extra(tmp):
             if adapters:
                 save_adapters(tmp / ADAPTERS_FILE, upstream.model)
-            info = {
-                "source": str(getattr(self.hparams, "upstream_source", "")),
-                "optimizer_step": int(self.optimizer_step),
-                "method": "LASER SSFT",
-                "adapters": (
-                    {
-                        "count": len(adapters),
-                        "file": ADAPTERS_FILE,
-                        "config": adapter_config(upstream.model),
-                    }
-                    if adapters
-                    else None
-                ),
-                "load_with": LOAD_HINT,
-                "transformers_automodel": (
-                    "refused (config.json model_type names lasersb's loader): plain "
-                    "transformers would drop the adapters"
-                    if adapters
-                    else "works: transformers.AutoModel.from_pretrained(folder)"
-                ),
-            }
-            (tmp / "lasersb_export.json").write_text(json.dumps(info, indent=2) + "\n")
             (tmp / "README.md").write_text(export_readme(info), encoding="utf-8")
-            if folder.exists():
-                import shutil
 
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-
-        run_on_main(_save)
-        return folder
+        return export_upstream_hf(upstream, folder, info, _extra)

@@ -32,6 +32,9 @@ class WarmupSchedule:
         ``True``: the update of step ``k < warmup_steps`` uses ``k / warmup_steps`` (s3prl's
         ``LambdaLR``: the very first update has learning rate 0). ``False``: ``(k + 1) /
         warmup_steps``, so no update is wasted. Both reach the base rate at ``warmup_steps``.
+    warmup_start_ratio : float
+        Multiplier the warm-up starts from (0: from zero; Spin's ``linear_warmup_decay`` starts
+        from ``init_lr / lr`` = 1e-6 / 1e-4 = 0.01).
 
     Example
     -------
@@ -50,6 +53,10 @@ class WarmupSchedule:
     >>> s3prl = WarmupSchedule(4, 8, decay="linear", warmup_from_zero=True)
     >>> [round(s3prl.multiplier(s), 2) for s in (0, 2, 4, 6, 7, 8)]
     [0.0, 0.5, 1.0, 0.5, 0.25, 0.0]
+    >>> spin = WarmupSchedule(4, 7, "linear", final_ratio=0.01, warmup_from_zero=True,
+    ...                       warmup_start_ratio=0.01)
+    >>> [round(spin.multiplier(s), 4) for s in (0, 2, 4, 7)]
+    [0.01, 0.505, 1.0, 0.01]
     """
 
     def __init__(
@@ -59,6 +66,7 @@ class WarmupSchedule:
         decay="constant",
         final_ratio=0.0,
         warmup_from_zero=False,
+        warmup_start_ratio=0.0,
     ):
         if decay not in ("constant", "linear", "cosine"):
             raise ValueError(f"decay must be constant, linear or cosine, got {decay!r}")
@@ -69,12 +77,14 @@ class WarmupSchedule:
         self.decay = decay
         self.final_ratio = float(final_ratio)
         self.warmup_from_zero = bool(warmup_from_zero)
+        self.warmup_start_ratio = float(warmup_start_ratio)
         self.num_steps = 0
 
     def multiplier(self, step: int) -> float:
         """Learning-rate multiplier for the update made at optimiser step ``step`` (0-based)."""
         if self.warmup_steps > 0 and step < self.warmup_steps:
-            return (step + (0 if self.warmup_from_zero else 1)) / self.warmup_steps
+            ramp = (step + (0 if self.warmup_from_zero else 1)) / self.warmup_steps
+            return self.warmup_start_ratio + (1.0 - self.warmup_start_ratio) * ramp
         if self.decay == "constant":
             return 1.0
         span = max(1, self.total_steps - self.warmup_steps)

@@ -272,6 +272,80 @@ class ShardedSampler(torch.utils.data.DistributedSampler):
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
 
+class TotalLengthBatchSampler(torch.utils.data.Sampler):
+    """Spin's batching: consecutive length-sorted utterances up to a total of audio per batch.
+
+    As the Spin release's ``MaxLengthBatchSampler`` (``src/data/sampler.py``): utterances are
+    sorted by decreasing duration; a batch takes consecutive utterances while the sum of
+    ``min(duration, crop_seconds)`` stays within ``max_total_seconds`` (4,096,000 samples =
+    256 s at 16 kHz); the last, partial batch is dropped (``drop_last``); the batch order is
+    shuffled per epoch with ``seed + epoch``. The budget counts the unpadded (cropped) audio of
+    one view; Spin's two views double what the upstream sees.
+
+    Arguments
+    ---------
+    dataset : speechbrain.dataio.dataset.DynamicItemDataset
+        Items with a ``duration`` (seconds).
+    max_total_seconds : float
+        Budget per batch.
+    crop_seconds : float, optional
+        Utterances are counted as at most this long (they are cropped to it in training).
+    shuffle, drop_last : bool
+        As the release (both True for training).
+    seed : int
+        Seed of the order.
+    epoch_counter : speechbrain.utils.epoch_loop.EpochCounter, optional
+        Seeds each epoch's order with its ``current`` epoch (a resumed run draws the same order).
+
+    Example
+    -------
+    >>> from speechbrain.dataio.dataset import DynamicItemDataset
+    >>> durations = [1.0, 5.0, 3.0, 2.0, 4.0, 6.0]
+    >>> data = DynamicItemDataset({f"u{i}": {"duration": d} for i, d in enumerate(durations)})
+    >>> sampler = TotalLengthBatchSampler(data, 8.0, crop_seconds=4.5, shuffle=False)
+    >>> [[durations[i] for i in batch] for batch in sampler]
+    [[6.0], [5.0], [4.0, 3.0]]
+    """
+
+    def __init__(self, dataset, max_total_seconds: float, crop_seconds=None, shuffle=True,
+                 drop_last=True, seed: int = 0, epoch_counter=None):  # fmt: skip
+        with dataset.output_keys_as(["duration"]):
+            durations = [float(item["duration"]) for item in dataset]
+        order = sorted(range(len(durations)), key=lambda i: -durations[i])
+        crop = float("inf") if crop_seconds is None else float(crop_seconds)
+        self.batches, batch, total = [], [], 0.0
+        for index in order:
+            length = min(durations[index], crop)
+            if batch and total + length > max_total_seconds:
+                self.batches.append(batch)
+                batch, total = [], 0.0
+            batch.append(index)
+            total += length
+        if batch and (not drop_last or not self.batches):
+            self.batches.append(batch)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed or 0)
+        self.epoch_counter = epoch_counter
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch of the next iteration's order (called by samplers wrapping this one)."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        if not self.shuffle:
+            yield from (list(b) for b in self.batches)
+            return
+        epoch = self.epoch if self.epoch_counter is None else int(self.epoch_counter.current)
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        if self.epoch_counter is None:
+            self.epoch += 1
+        for index in torch.randperm(len(self.batches), generator=generator).tolist():
+            yield list(self.batches[index])
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
 
 def dataloader_options(
     dataset,

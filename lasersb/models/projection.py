@@ -17,6 +17,9 @@ class NormalisedProjection(nn.Module):
         Size of the projected space (LASER: 256).
     eps : float
         Floor of the norm, so that an all-zero frame does not divide by zero.
+    hidden_size : int, optional
+        ``None``: one linear layer (LASER, SCORE HuBERT). An int: ``Linear -> ReLU -> Linear``
+        with this hidden width (the SCORE release's WavLM connector, 256).
 
     Example
     -------
@@ -26,11 +29,22 @@ class NormalisedProjection(nn.Module):
     torch.Size([2, 5, 4])
     >>> torch.allclose(z.norm(dim=-1), torch.ones(2, 5))
     True
+    >>> NormalisedProjection(8, 4, hidden_size=4)(torch.randn(1, 3, 8)).shape
+    torch.Size([1, 3, 4])
     """
 
-    def __init__(self, input_size: int, output_size: int = 256, eps: float = 1e-8):
+    def __init__(
+        self, input_size: int, output_size: int = 256, eps: float = 1e-8, hidden_size=None
+    ):
         super().__init__()
-        self.linear = nn.Linear(int(input_size), int(output_size))
+        if hidden_size is None:
+            self.linear = nn.Linear(int(input_size), int(output_size))
+        else:
+            self.linear = nn.Sequential(
+                nn.Linear(int(input_size), int(hidden_size)),
+                nn.ReLU(),
+                nn.Linear(int(hidden_size), int(output_size)),
+            )
         self.eps = eps
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ command is run again. ``--export_only=True`` only re-exports from the latest che
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -114,7 +115,7 @@ def main(argv):
         figure = brain.plot_alignments(brain.alignment_example, seed=hparams["alignment_plot_seed"])
     if if_main_process():
         summary = {
-            "method": "LASER SSFT",
+            "method": f"{hparams['method_name']} SSFT",
             "upstream_source": str(hparams["upstream_source"]),
             "optimizer_steps": int(brain.optimizer_step),
             "final_lr": brain.final_lr,
@@ -123,6 +124,9 @@ def main(argv):
             "export_folder": str(export),
             "alignment_plot": str(figure) if figure else None,
             "wall_time_s": round(time.time() - start, 1),
+            # The report turns these into GPU-hours (CUDA) or wall-clock hours (CPU).
+            "device": str(brain.device),
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
         }
         out = Path(hparams["output_folder"]) / "ssft_summary.json"
         out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,206 @@
+"""Spin self-supervised fine-tuning (speaker-invariant clustering) of a HuBERT/WavLM upstream.
+
+Spin (Chang, Liu & Glass, Interspeech 2023; release ``vectominist/spin``, ``config/spin.yaml``,
+``src/model/spin.py``): each utterance (randomly cropped) and a speaker-perturbed copy
+(:class:`lasersb.augment.speaker.SpeakerPerturbation`) go through the upstream in one batch; the
+last layer's frames go through a prediction head and are scored against a learnable codebook of
+L2-normalised codewords; the loss is swapped prediction with Sinkhorn-Knopp targets
+(:class:`lasersb.models.spin.SwappedPredictionLoss`) over all valid frames of the batch. The
+codewords are re-normalised after every update. The fine-tuned upstream is exported in Hugging
+Face format exactly like LASER's (:func:`lasersb.models.export.export_upstream_hf`), so SUPERB
+reads it unchanged (the head and codebook are not part of it, as in the release's s3prl expert,
+which serves the encoder's hidden states).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+
+from lasersb.augment.lengths import relative_to_samples, samples_to_relative
+from lasersb.brains.base import DistributedBrain
+
+logger = logging.getLogger(__name__)
+
+STAT_KEYS = ("loss", "code_perplexity", "prob_perplexity", "accuracy")
+
+
+def random_crop(wavs, lens, crop_samples: int, generator=None):
+    """Crop each item longer than ``crop_samples`` to a random window of that length.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        ``(B, T)`` padded waveforms.
+    lens : torch.Tensor
+        ``(B,)`` relative lengths.
+    crop_samples : int
+        Longest kept item (Spin: 272,000 samples, 17 s); ``<= 0``: no cropping.
+    generator : torch.Generator, optional
+        CPU generator of the window starts.
+
+    Returns
+    -------
+    wavs, lens : torch.Tensor
+        ``(B, min(T, crop_samples))`` and the new relative lengths.
+
+    Example
+    -------
+    >>> w, l = random_crop(torch.arange(20.0).repeat(2, 1), torch.tensor([1.0, 0.25]), 8)
+    >>> w.shape, l.tolist(), w[1, :5].tolist()
+    (torch.Size([2, 8]), [1.0, 0.625], [0.0, 1.0, 2.0, 3.0, 4.0])
+    """
+    batch, total = wavs.shape
+    n = relative_to_samples(lens, total, batch)
+    if crop_samples <= 0 or total <= crop_samples:
+        return wavs, lens
+    spare = (n - crop_samples).clamp(min=0)
+    device = generator.device if generator is not None else "cpu"
+    u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64).cpu()
+    starts = torch.floor(u * (spare + 1).double()).long()
+    index = starts.unsqueeze(1) + torch.arange(crop_samples).unsqueeze(0)
+    index = index.clamp(max=total - 1).to(wavs.device)
+    cropped = wavs.gather(1, index)
+    kept = n.clamp(max=crop_samples)
+    valid = torch.arange(crop_samples).unsqueeze(0) < kept.unsqueeze(1)
+    cropped = cropped * valid.to(wavs.device, wavs.dtype)
+    return cropped, samples_to_relative(kept, crop_samples, device=wavs.device)
+
+
+class SpinBrain(DistributedBrain):
+    """Brain for Spin SSFT.
+
+    Expected ``modules``: ``upstream`` (:class:`lasersb.models.upstream.SSLUpstream`, top layers
+    trainable), ``head`` (:class:`lasersb.models.spin.PredictionHead`), ``loss``
+    (:class:`lasersb.models.spin.SwappedPredictionLoss`, holding the codebook). Expected
+    ``hparams``: ``perturbation`` (:class:`lasersb.augment.speaker.SpeakerPerturbation`),
+    ``random_crop_samples``, ``lr_schedule``, ``valid_seed``, ``method_name``,
+    ``upstream_source``, ``output_folder``, ``num_checkpoints_to_keep``, ``train_logger``,
+    ``tensorboard_logger``, ``epoch_counter``.
+    """
+
+    # ------------------------------------------------------------------ forward / loss
+    def compute_forward(self, batch, stage):
+        """Crop, perturb, encode both views in one pass; return the valid frames of each view."""
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        generator = None
+        if stage != sb.Stage.TRAIN:  # reproducible dev views
+            generator = torch.Generator(device="cpu")
+            generator.manual_seed(int(self.hparams.valid_seed) + self.step)
+        wavs, wav_lens = random_crop(wavs, wav_lens, self.hparams.random_crop_samples, generator)
+        with torch.autocast(device_type=self.device_type, enabled=False):
+            perturbed = self.hparams.perturbation(wavs.float(), wav_lens, generator=generator)
+        stacked = torch.cat([wavs, perturbed.to(wavs.dtype)])
+        out = self.modules.upstream(stacked, torch.cat([wav_lens, wav_lens]))
+        z = self.modules.head(out.last_hidden_state)
+        half = wavs.shape[0]
+        valid = ~out.padding_mask[:half]  # both views have the same length
+        return z[:half][valid], z[half:][valid]
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Swapped-prediction loss over all valid frames; codebook statistics are tracked."""
+        z_1, z_2 = predictions
+        result = self.modules.loss(z_1, z_2)
+        for key in STAT_KEYS:
+            self._stats[key] += float(result[key].detach())
+        self._stats["batches"] += 1
+        self._last = {key: float(result[key].detach()) for key in STAT_KEYS}
+        return result["loss"]
+
+    # ------------------------------------------------------------------ optimisation
+    def init_optimizers(self):
+        """Adam over the trainable parameters (top layers, head, codebook) with the schedule."""
+        params = [p for p in self.modules.parameters() if p.requires_grad]
+        self.optimizer = self.opt_class(params)
+        self.optimizers_dict = {"optimizer": self.optimizer}
+        self.hparams.lr_schedule.attach(self.optimizer)
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)
+            self.checkpointer.add_recoverable("lr_schedule", self.hparams.lr_schedule)
+
+    def on_fit_start(self):
+        """Recover, then re-apply the schedule's learning rate and log the trainable set."""
+        super().on_fit_start()
+        self.hparams.lr_schedule._apply(self.optimizer)
+        trainable = [n for n, p in self.modules.named_parameters() if p.requires_grad]
+        count = sum(p.numel() for p in self.modules.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.modules.parameters())
+        logger.info(
+            "%s SSFT: %d / %d parameters trainable (%.2f %%): %s",
+            self.hparams.method_name,
+            count,
+            total,
+            100.0 * count / max(1, total),
+            ", ".join(trainable),
+        )
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Re-normalise the codewords, advance the schedule, log the step's statistics."""
+        if not should_step:
+            return
+        self.unwrapped.loss.normalise_codebook()
+        self.hparams.lr_schedule.step(self.optimizer)
+        stats = dict(self._last, lr=self.optimizer.param_groups[0]["lr"])
+        # log_stats runs on the main process only and synchronises all: call it on every rank.
+        self.hparams.tensorboard_logger.log_stats(
+            stats_meta={"step": self.optimizer_step}, train_stats=stats
+        )
+
+    def on_stage_start(self, stage, epoch=None):
+        """Reset the per-stage accumulators."""
+        self._stats = {key: 0.0 for key in STAT_KEYS}
+        self._stats["batches"] = 0
+        self._last = {}
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log the stage's mean loss and codebook perplexity; checkpoint after validation."""
+        count = max(1, self._stats["batches"])
+        stats = {key: self._stats[key] / count for key in STAT_KEYS}
+        stats["loss"] = stage_loss
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        if stage == sb.Stage.VALID:
+            self.valid_stats = stats
+            meta = {
+                "epoch": epoch,
+                "optimizer_step": self.optimizer_step,
+                "lr": self.optimizer.param_groups[0]["lr"],
+            }
+            self.hparams.train_logger.log_stats(
+                stats_meta=meta, train_stats=self.train_stats, valid_stats=stats
+            )
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(
+                    meta={"valid_loss": stats["loss"], "optimizer_step": self.optimizer_step},
+                    num_to_keep=int(self.hparams.num_checkpoints_to_keep),
+                    importance_keys=[],
+                )
+        else:
+            self.test_stats = stats
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
+            )
+
+    @property
+    def final_lr(self) -> float | None:
+        """Learning rate of the last optimiser step (``None`` before any)."""
+        optimizer = getattr(self, "optimizer", None)
+        return None if optimizer is None else self.hparams.lr_schedule.last_lr(optimizer)
+
+    # ------------------------------------------------------------------ export
+    def export_upstream(self, folder=None):
+        """Save the fine-tuned upstream in HF format (as LASER's export; head/codebook left out)."""
+        from lasersb.models.export import export_upstream_hf
+
+        folder = Path(folder or Path(self.hparams.output_folder) / "upstream_hf")
+        info = {
+            "source": str(self.hparams.upstream_source),
+            "optimizer_step": int(self.optimizer_step),
+            "method": f"{self.hparams.method_name} SSFT",
+        }
+        return export_upstream_hf(self.unwrapped.upstream, folder, info)
