@@ -353,7 +353,11 @@ class LaserBrain(DistributedBrain):
             "optimizer_step": int(self.optimizer_step),
             "method": f"{self.hparams.method_name} SSFT",
             "adapters": (
-                {"count": len(adapters), "file": ADAPTERS_FILE, "config": adapter_config(upstream.model)}
+                {
+                    "count": len(adapters),
+                    "file": ADAPTERS_FILE,
+                    "config": adapter_config(upstream.model),
+                }
                 if adapters
                 else None
             ),

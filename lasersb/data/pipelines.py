@@ -272,6 +272,7 @@ class ShardedSampler(torch.utils.data.DistributedSampler):
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
 
+
 class TotalLengthBatchSampler(torch.utils.data.Sampler):
     """Spin's batching: consecutive length-sorted utterances up to a total of audio per batch.
 
