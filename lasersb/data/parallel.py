@@ -4,9 +4,8 @@ Every ``data_prep/<corpus>_prepare.py`` does the same thing for each of its audi
 the header, check that the file decodes to its end, sometimes convert it) and nothing that
 depends on the other files. At the real corpus sizes (LibriSpeech 960 h: 281k files,
 VoxCeleb2 dev: 1.1M m4a files to convert) that loop is the slow part, so the scripts give it
-to :func:`map_files`, which runs it in ``num_workers`` processes through SpeechBrain's
-ordered, lazily fed ``speechbrain.utils.parallel.parallel_map`` and adds what the
-preparations need on top:
+to :func:`map_files`, which runs it in ``num_workers`` processes (a ``ProcessPoolExecutor``
+fed a bounded queue of chunks, awaited oldest first):
 
 - ``num_workers <= 1`` runs in this process (no pool, no pickling), so 0 and 1 both mean
   "sequential", as ``noisy_prepare``'s ``num_workers=0`` always did;
@@ -14,11 +13,15 @@ preparations need on top:
 - a per-file function reports a user-fixable problem by *returning* a :class:`BadFile`
   (reason + a message naming the file and the fix) instead of raising: the script then
   applies its own ``skip_bad_files`` rule in input order, so the first bad file reported is
-  the same whatever the number of workers (an exception raised in a worker is re-raised as
-  soon as its chunk fails, which need not be the first bad file). With ``stop_at_bad=True``
-  the pool is stopped at the first :class:`BadFile` (in input order) and the results end with
-  it: a script that raises there does not wait for the rest of the corpus;
+  the same whatever the number of workers. With ``stop_at_bad=True`` the pool is stopped at
+  the first :class:`BadFile` (in input order) and the results end with it: a script that
+  raises there does not wait for the rest of the corpus;
 - a tqdm progress bar, shown only on a terminal unless asked (``progress``).
+
+``speechbrain.utils.parallel.parallel_map`` does the chunked, ordered part too, but importing
+it imports SpeechBrain and torch (4.8 s measured on the 2-core bench box, paid by every
+``python -m data_prep...`` call), and it re-raises a worker's exception as soon as any chunk
+fails rather than in input order.
 
 The per-file function must be picklable: a module-level function or a ``functools.partial``
 of one.
@@ -26,7 +29,10 @@ of one.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from itertools import islice
 from typing import Any, NamedTuple
 
 __all__ = ["AudioProbe", "BadFile", "map_files", "probe_audio", "work_chunk_size"]
@@ -120,6 +126,10 @@ def work_chunk_size(num_items: int, num_workers: int) -> int:
     return max(1, min(256, num_items // (16 * max(1, num_workers))))
 
 
+def _map_chunk(function, chunk):
+    return [function(item) for item in chunk]
+
+
 def _stop_here(result: Any, stop_at_bad: bool) -> bool:
     return stop_at_bad and isinstance(result, BadFile)
 
@@ -186,23 +196,26 @@ def map_files(
                     break
         return results
 
-    from speechbrain.utils.parallel import parallel_map
-
     size = chunk_size or work_chunk_size(len(items), num_workers)
-    stream = parallel_map(
-        function,
-        items,
-        process_count=num_workers,
-        chunk_size=size,
-        queue_size=4 * num_workers,
-        progress_bar=bar["disable"] is not True,
-        progress_bar_kwargs={k: v for k, v in bar.items() if k != "total"},
-    )
-    try:
-        for result in stream:
-            results.append(result)
-            if _stop_here(result, stop_at_bad):
-                break
-    finally:
-        stream.close()  # cancels the queued chunks and shuts the pool down
+    chunks = iter([items[i : i + size] for i in range(0, len(items), size)])
+    with tqdm(**bar) as pbar, ProcessPoolExecutor(max_workers=num_workers) as pool:
+        # A bounded queue of chunks; the oldest is awaited while the others run, so results
+        # (and a worker's exception) come back in input order.
+        pending = deque(
+            pool.submit(_map_chunk, function, c) for c in islice(chunks, 4 * num_workers)
+        )
+        try:
+            while pending:
+                part = pending.popleft().result()
+                following = next(chunks, None)
+                if following is not None:
+                    pending.append(pool.submit(_map_chunk, function, following))
+                for result in part:
+                    results.append(result)
+                    if _stop_here(result, stop_at_bad):
+                        return results
+                pbar.update(len(part))
+        finally:
+            for future in pending:  # stopped early or failed: drop the queued chunks
+                future.cancel()
     return results
