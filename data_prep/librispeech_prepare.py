@@ -209,6 +209,14 @@ def _read_transcripts(transcripts: list[Path]) -> dict[str, tuple[str, Path]]:
 
 
 # --------------------------------------------------------------------------- one split
+def _probe_flac(flac: Path):
+    """Worker: ``(AudioProbe, absolute path)`` of a file, or its BadFile."""
+    from lasersb.data.parallel import BadFile, probe_audio
+
+    probe = probe_audio(flac)  # header + tail decode (a truncated FLAC keeps a valid header)
+    return probe if isinstance(probe, BadFile) else (probe, str(flac.resolve()))
+
+
 def _prepare_split(
     split_dir: Path,
     csv_path: Path,
@@ -218,7 +226,7 @@ def _prepare_split(
     num_workers: int = 1,
     progress: bool | None = None,
 ) -> dict:
-    from lasersb.data.parallel import BadFile, map_files, probe_audio
+    from lasersb.data.parallel import BadFile, map_files
 
     columns = CSV_COLUMNS if pronounce is not None else CSV_COLUMNS[:-1]
     flacs, transcripts = _split_files(split_dir)
@@ -239,7 +247,7 @@ def _prepare_split(
 
     # Header + tail decode of every file in the pool; the checks below run in input order, so
     # the first bad file reported does not depend on num_workers.
-    probes = map_files(probe_audio, flacs, num_workers, stop_at_bad=not skip_bad_files,
+    probes = map_files(_probe_flac, flacs, num_workers, stop_at_bad=not skip_bad_files,
                        desc=f"{split_dir.name}: audio", progress=progress)  # fmt: skip
     audio_ids = set()
     for flac, probe in zip(flacs, probes):
@@ -264,7 +272,7 @@ def _prepare_split(
         if isinstance(probe, BadFile):  # missing, unreadable, truncated (valid header)
             bad(probe.reason, f"{probe.message} (or pass skip_bad_files=True)")
             continue
-        sample_rate, num_frames, channels = probe
+        (sample_rate, num_frames, channels), resolved = probe
         if sample_rate != _SAMPLE_RATE or channels != 1:
             bad(
                 "format",
@@ -301,7 +309,7 @@ def _prepare_split(
             (
                 utt_id,
                 f"{num_frames / sample_rate:.6g}",
-                str(flac.resolve()),
+                resolved,
                 speaker,
                 words,
                 " ".join(phones),
