@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import sys
 import tempfile
@@ -76,6 +77,13 @@ def build_tree(root: Path, num_files: int) -> Path:
     return split_dir
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished children (the workers)."""
+    own, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                      resource.RUSAGE_CHILDREN))  # fmt: skip
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def load_average() -> str:
     try:
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -112,26 +120,28 @@ def main(argv=None) -> int:
         print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs; Python {platform.python_version()}")
         print(f"built {args.files} files in {build_s:.1f} s under {root}", flush=True)
         rows, manifests = [], {}
-        for workers in args.workers:
-            save = root / f"prep_{workers}"
+        for run, workers in enumerate(args.workers):
+            save = root / f"prep_{run}_{workers}"  # a fresh folder: idempotence must not skip
             load_before = load_average()
+            cpu_before = cpu_seconds()
             start = time.perf_counter()
             csvs = prepare_librispeech(root, save, splits=[SPLIT], with_phonemes=False,
                                        num_workers=workers, progress=False)  # fmt: skip
             seconds = time.perf_counter() - start
-            manifests[workers] = csvs[SPLIT].read_bytes()
-            rows.append((workers, seconds, load_before, load_average()))
+            cpu = cpu_seconds() - cpu_before
+            manifests[run] = csvs[SPLIT].read_bytes()
+            rows.append((workers, seconds, cpu, load_before, load_average()))
             print(f"num_workers={workers}: {seconds:.1f} s", flush=True)
-        first = manifests[args.workers[0]]
+        first = manifests[0]
         identical = all(data == first for data in manifests.values())
         base = rows[0][1]
         print()
-        print("| num_workers | files | wall-clock (s) | files/s | speed-up | load avg before "
-              "-> after (1/5/15 min) |")  # fmt: skip
-        print("|---:|---:|---:|---:|---:|---|")
-        for workers, seconds, before, after in rows:
+        print("| num_workers | files | wall-clock (s) | files/s | speed-up | CPU s (all processes) "
+              "| load avg before -> after (1/5/15 min) |")  # fmt: skip
+        print("|---:|---:|---:|---:|---:|---:|---|")
+        for workers, seconds, cpu, before, after in rows:
             print(f"| {workers} | {args.files} | {seconds:.1f} | {args.files / seconds:.0f} | "
-                  f"{base / seconds:.2f} | {before} -> {after} |")  # fmt: skip
+                  f"{base / seconds:.2f} | {cpu:.1f} | {before} -> {after} |")  # fmt: skip
         print()
         print(f"manifests byte-identical across worker counts: {identical}")
         return 0 if identical else 1
