@@ -18,6 +18,8 @@ With ``use_chunks=True`` the normalised voice-activity chunks are listed instead
 recordings (one row per chunk; ``subject`` names the speaker so that predictions can be
 averaged per subject). Audio that is not mono at ``sample_rate`` (the challenge's full waves
 are 44.1 kHz) is converted once into ``<save_folder>/audio_<rate>/`` and the CSV points there.
+The per-file work (header read, conversion) runs in ``num_workers`` processes
+(:func:`lasersb.data.parallel.map_files`); the manifests do not depend on their number.
 
 Written to ``save_folder``: ``train.csv`` and ``test.csv`` with the columns
 ``ID,duration,wav,spk_id,label,subject,age,gender,mmse`` and ``adress_prepare.json`` (options,
@@ -32,9 +34,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import logging
 from pathlib import Path
+
+from lasersb.data.parallel import BadFile, map_files
 
 __all__ = ["CLASSES", "ADReSSPrepError", "find_adress_root", "main", "prepare_adress", "read_meta"]
 
@@ -126,15 +131,15 @@ def _audio_rows(folder: Path, use_chunks: bool):
 
 
 def _checked(wav: Path, sample_rate: int, save_folder: Path, split: str):
-    """Return ``(path, duration)``; converts to mono ``sample_rate`` when needed."""
+    """Worker: ``(path, duration)``, converted to mono ``sample_rate`` when needed; or a BadFile."""
     import soundfile
 
     try:
         info = soundfile.info(str(wav))
     except RuntimeError as error:
-        raise ADReSSPrepError(f"Cannot read {wav}: {error}. Re-extract the file.") from error
+        return BadFile("unreadable", f"Cannot read {wav}: {error}. Re-extract the file.")
     if info.frames == 0:
-        raise ADReSSPrepError(f"{wav} is empty: re-extract the file.")
+        return BadFile("empty", f"{wav} is empty: re-extract the file.")
     if info.samplerate == sample_rate and info.channels == 1:
         return wav.resolve(), info.frames / info.samplerate
     target = save_folder / f"audio_{sample_rate}" / split / wav.name
@@ -205,6 +210,8 @@ def prepare_adress(
     use_chunks: bool = False,
     test_labels_file=None,
     sample_rate: int = 16000,
+    num_workers: int = 1,
+    progress: bool | None = None,
 ) -> dict:
     """Write ``train.csv`` and ``test.csv`` (see the module docstring).
 
@@ -220,6 +227,10 @@ def prepare_adress(
         Test labels (default ``<data_folder>/test/meta_data_test.txt``).
     sample_rate : int
         Sample rate of the listed audio (other rates are converted).
+    num_workers : int
+        Processes reading (and converting) the audio (0 or 1: this process).
+    progress : bool, optional
+        Progress bars; ``None``: only on a terminal.
 
     Returns
     -------
@@ -257,6 +268,13 @@ def prepare_adress(
     save_folder.mkdir(parents=True, exist_ok=True)
     counts = {"train": {c: 0 for c in CLASSES}, "test": {c: 0 for c in CLASSES}}
 
+    def checked_all(entries, split, desc):
+        check = functools.partial(_checked, sample_rate=sample_rate, save_folder=save_folder,
+                                  split=split)  # fmt: skip
+        wavs = [wav for _, _, wav in entries]
+        return map_files(check, wavs, num_workers, stop_at_bad=True, desc=desc,
+                         progress=progress)  # fmt: skip
+
     train_rows = []
     for label in CLASSES:
         folder = root / "train" / audio_dir / label
@@ -270,10 +288,13 @@ def prepare_adress(
         entries = _audio_rows(folder, use_chunks)
         if not entries:
             raise ADReSSPrepError(f"No .wav file in {folder}.")
-        for uid, subject, wav in entries:
+        results = checked_all(entries, "train", f"ADReSS train/{label}")
+        for (uid, subject, wav), result in zip(entries, results):
             if subject not in meta:
                 logger.warning("%s: subject %s not in %s_meta_data.txt", wav, subject, label)
-            path, duration = _checked(wav, sample_rate, save_folder, "train")
+            if isinstance(result, BadFile):
+                raise ADReSSPrepError(result.message)
+            path, duration = result
             train_rows.append(_row(uid, subject, label, path, duration, meta))
             counts["train"][label] += 1
 
@@ -283,13 +304,17 @@ def prepare_adress(
     test_meta = read_meta(labels_file)
     test_labels = _test_labels(test_meta, labels_file)
     test_rows = []
-    for uid, subject, wav in _audio_rows(test_folder, use_chunks):
+    entries = _audio_rows(test_folder, use_chunks)
+    for _, subject, wav in entries:  # labels first: a missing one fails before any conversion
         if subject not in test_labels:
             raise ADReSSPrepError(
                 f"{wav}: subject {subject} has no label in {labels_file}; give the complete "
                 "test labels file as test_labels_file."
             )
-        path, duration = _checked(wav, sample_rate, save_folder, "test")
+    for (uid, subject, _), result in zip(entries, checked_all(entries, "test", "ADReSS test")):
+        if isinstance(result, BadFile):
+            raise ADReSSPrepError(result.message)
+        path, duration = result
         test_rows.append(_row(uid, subject, test_labels[subject], path, duration, test_meta))
         counts["test"][test_labels[subject]] += 1
     if not test_rows:
@@ -310,11 +335,13 @@ def main(argv=None) -> None:
     parser.add_argument("save_folder", help="where the CSV manifests go")
     parser.add_argument("--use-chunks", action="store_true", help="use Normalised_audio-chunks")
     parser.add_argument("--test-labels-file", default=None)
+    parser.add_argument("--num-workers", type=int, default=1, help="audio reading processes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     result = prepare_adress(
-        args.data_folder, args.save_folder, args.use_chunks, args.test_labels_file
-    )
+        args.data_folder, args.save_folder, args.use_chunks, args.test_labels_file,
+        num_workers=args.num_workers,
+    )  # fmt: skip
     print(json.dumps(result["counts"]))
 
 

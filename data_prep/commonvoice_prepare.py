@@ -12,6 +12,10 @@ wrd``). The audio is decoded once, resampled to 16 kHz mono and written as FLAC 
 Transcripts are upper-cased; punctuation other than the apostrophe is removed (letters with
 accents are kept: train a ``spm_char`` or ``bpe`` tokenizer, not the English A-Z one).
 ``max_train_hours`` takes a seeded random subset of ``train`` (10 h in the paper).
+The per-clip work (decoding, resampling, writing the FLAC) runs in ``num_workers`` processes
+(:func:`lasersb.data.parallel.map_files`), in windows of clips when a training budget is set
+(so that little more than the budget is converted); the manifests do not depend on the number
+of workers.
 
 MP3 decoding: ``soundfile`` reads MP3 when its libsndfile is 1.1.0 or newer (the PyPI wheels
 of soundfile >= 0.12 bundle one; check ``soundfile.__libsndfile_version__``). With an older
@@ -37,6 +41,8 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
+
+from lasersb.data.parallel import BadFile, map_files
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +110,36 @@ def _decode(path: Path):
     return samples.astype("float32")
 
 
+def _clip(job) -> tuple[int, Path] | BadFile:
+    """Worker: ``(samples at 16 kHz, manifest path)`` of one clip, converting it when asked."""
+    import soundfile
+
+    source, target, min_samples, split = job
+    if not source.is_file():
+        return BadFile("missing", f"Clip {source} listed in {split}.tsv is missing.")
+    if target is not None:
+        if target.is_file():
+            return soundfile.info(str(target)).frames, target
+        try:
+            samples = _decode(source)
+        except CommonVoicePrepError as error:
+            return BadFile("unreadable", str(error))
+        if len(samples) >= min_samples:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")  # a killed run leaves no partial FLAC
+            soundfile.write(str(tmp), samples, SAMPLE_RATE, format="FLAC")
+            tmp.replace(target)
+        return len(samples), target
+    info = soundfile.info(str(source))
+    if info.samplerate != SAMPLE_RATE or info.channels != 1:
+        return BadFile(
+            "format",
+            f"{source} is {info.samplerate} Hz / {info.channels} channel(s); use "
+            "convert=True to resample to 16 kHz mono.",
+        )
+    return info.frames, source
+
+
 def prepare_commonvoice(
     data_folder,
     save_folder,
@@ -113,6 +149,8 @@ def prepare_commonvoice(
     convert: bool = True,
     seed: int = 0,
     min_samples: int = 400,
+    num_workers: int = 1,
+    progress: bool | None = None,
 ) -> dict[str, Path]:
     """Write ``<save_folder>/cv-<language>-<split>.csv`` per split.
 
@@ -136,14 +174,16 @@ def prepare_commonvoice(
         Seed of the training subset.
     min_samples : int
         Clips shorter than this (after resampling) are skipped with a warning.
+    num_workers : int
+        Processes converting the clips (0 or 1: this process).
+    progress : bool, optional
+        Progress bars; ``None``: only on a terminal.
 
     Returns
     -------
     dict
         ``{"cv-<language>-<split>": csv path}``.
     """
-    import soundfile
-
     data_folder, save_folder = Path(data_folder), Path(save_folder)
     options = {
         "data_folder": str(data_folder.resolve()),
@@ -174,47 +214,44 @@ def prepare_commonvoice(
         if split == "train" and max_train_hours:
             random.Random(seed).shuffle(rows)
         budget = float(max_train_hours) * 3600 if split == "train" and max_train_hours else None
-        entries, total, skipped = [], 0.0, 0
-        for row in rows:
-            text = normalise_sentence(row["sentence"])
-            source = clips / row["path"]
-            if not text:
-                skipped += 1
-                logger.warning("Skipping %s: empty transcript after normalisation", source)
-                continue
-            if not source.is_file():
-                raise CommonVoicePrepError(f"Clip {source} listed in {split}.tsv is missing.")
-            utt_id = Path(row["path"]).stem
-            if convert:
-                target = out_clips / f"{utt_id}.flac"
-                if target.is_file():
-                    info = soundfile.info(str(target))
-                    num_samples = info.frames
-                else:
-                    samples = _decode(source)
-                    num_samples = len(samples)
-                    if num_samples >= min_samples:
-                        out_clips.mkdir(parents=True, exist_ok=True)
-                        soundfile.write(str(target), samples, SAMPLE_RATE)
-                wav = target
-            else:
-                info = soundfile.info(str(source))
-                if info.samplerate != SAMPLE_RATE or info.channels != 1:
-                    raise CommonVoicePrepError(
-                        f"{source} is {info.samplerate} Hz / {info.channels} channel(s); use "
-                        "convert=True to resample to 16 kHz mono."
-                    )
-                num_samples, wav = info.frames, source
-            if num_samples < min_samples:
-                skipped += 1
-                logger.warning("Skipping %s: %d samples < %d", source, num_samples, min_samples)
-                continue
-            duration = num_samples / SAMPLE_RATE
-            if budget is not None and total + duration > budget:
+        entries, total, skipped, full = [], 0.0, 0, False
+        # With a budget the clips are converted window by window, stopping once it is reached.
+        window = len(rows) if budget is None else max(1024, 256 * max(1, num_workers))
+        for start in range(0, len(rows), max(1, window)):
+            part = [
+                (row, normalise_sentence(row["sentence"])) for row in rows[start : start + window]
+            ]
+            jobs = [
+                (clips / row["path"], out_clips / f"{Path(row['path']).stem}.flac" if convert
+                 else None, min_samples, split)
+                for row, text in part if text
+            ]  # fmt: skip
+            results = iter(map_files(_clip, jobs, num_workers, stop_at_bad=True,
+                                     desc=f"Common Voice {split}", progress=progress))  # fmt: skip
+            for row, text in part:
+                source = clips / row["path"]
+                if not text:
+                    skipped += 1
+                    logger.warning("Skipping %s: empty transcript after normalisation", source)
+                    continue
+                result = next(results)
+                if isinstance(result, BadFile):
+                    raise CommonVoicePrepError(result.message)
+                num_samples, wav = result
+                utt_id = Path(row["path"]).stem
+                if num_samples < min_samples:
+                    skipped += 1
+                    logger.warning("Skipping %s: %d samples < %d", source, num_samples, min_samples)
+                    continue
+                duration = num_samples / SAMPLE_RATE
+                if budget is not None and total + duration > budget:
+                    full = True
+                    break
+                total += duration
+                speaker = row.get("client_id") or utt_id
+                entries.append((utt_id, f"{duration:.6g}", str(Path(wav).resolve()), speaker, text))
+            if full:
                 break
-            total += duration
-            speaker = row.get("client_id") or utt_id
-            entries.append((utt_id, f"{duration:.6g}", str(Path(wav).resolve()), speaker, text))
         if not entries:
             raise CommonVoicePrepError(f"No usable clip in {data_folder / (split + '.tsv')}.")
         entries.sort(key=lambda entry: entry[0])
@@ -240,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--language", default="fr")
     parser.add_argument("--max_train_hours", type=float, default=10.0)
     parser.add_argument("--no_convert", action="store_true")
+    parser.add_argument("--num_workers", type=int, default=1, help="clip-converting processes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     return prepare_commonvoice(
@@ -248,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
         language=args.language,
         max_train_hours=args.max_train_hours or None,
         convert=not args.no_convert,
+        num_workers=args.num_workers,
     )
 
 

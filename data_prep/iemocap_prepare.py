@@ -23,7 +23,9 @@ dropped. Written to ``save_folder``:
   ``k`` tests on session ``k`` and trains on the four others;
 - ``iemocap_prepare.json``: the options, a fingerprint of the corpus, and label counts.
 
-Idempotent: a second call with the same options on the same corpus returns at once.
+Idempotent: a second call with the same options on the same corpus returns at once. The
+per-file checks (header, tail decode) run in ``num_workers`` processes
+(:func:`lasersb.data.parallel.map_files`); the manifests do not depend on their number.
 
 Command line::
 
@@ -41,6 +43,7 @@ from collections import Counter
 from pathlib import Path
 
 from lasersb.data.audio import AudioError, check_decodable
+from lasersb.data.parallel import BadFile, map_files
 
 __all__ = [
     "EMOTIONS",
@@ -165,9 +168,32 @@ def _outputs(save_folder: Path, sessions) -> dict:
     }
 
 
-def _session_rows(root, session, keep, merge, sample_rate, skip_bad_files, stats):
+def _check_wav(job) -> tuple[int, int] | BadFile:
+    """Worker: ``(frames, sample rate)`` of a labelled utterance's wav, or a :class:`BadFile`."""
     import soundfile
 
+    wav, eval_file, utterance, sample_rate = job
+    try:
+        if not wav.is_file():
+            raise IEMOCAPPrepError(
+                f"{eval_file} labels {utterance} but {wav} does not exist: restore the "
+                "file, or pass skip_bad_files=True to drop it."
+            )
+        info = soundfile.info(str(wav))
+        if info.samplerate != sample_rate or info.frames == 0:
+            raise IEMOCAPPrepError(
+                f"{wav}: {info.frames} samples at {info.samplerate} Hz, expected a "
+                f"non-empty {sample_rate} Hz file (IEMOCAP is 16 kHz): re-extract it, or "
+                "pass skip_bad_files=True to drop it."
+            )
+        check_decodable(wav, info.frames)  # truncated files, NaN in float WAVs
+    except (IEMOCAPPrepError, AudioError, RuntimeError) as error:
+        return BadFile("unreadable", str(error))
+    return info.frames, info.samplerate
+
+
+def _session_rows(root, session, keep, merge, sample_rate, skip_bad_files, stats,
+                  num_workers=1, progress=None):  # fmt: skip
     folder = root / f"Session{session}"
     eval_dir = folder / "dialog" / "EmoEvaluation"
     wav_dir = folder / "sentences" / "wav"
@@ -177,7 +203,7 @@ def _session_rows(root, session, keep, merge, sample_rate, skip_bad_files, stats
                 f"{needed} does not exist: {folder} is not a complete IEMOCAP session "
                 "(expected sentences/wav/<dialog>/ and dialog/EmoEvaluation/<dialog>.txt)."
             )
-    rows = []
+    labelled = []
     for eval_file in sorted(eval_dir.glob("*.txt")):
         if eval_file.name.startswith("."):
             continue  # macOS resource forks shipped in some copies
@@ -189,37 +215,30 @@ def _session_rows(root, session, keep, merge, sample_rate, skip_bad_files, stats
             if emotion not in keep:
                 continue
             wav = wav_dir / dialog / f"{utterance}.wav"
-            try:
-                if not wav.is_file():
-                    raise IEMOCAPPrepError(
-                        f"{eval_file} labels {utterance} but {wav} does not exist: restore the "
-                        "file, or pass skip_bad_files=True to drop it."
-                    )
-                info = soundfile.info(str(wav))
-                if info.samplerate != sample_rate or info.frames == 0:
-                    raise IEMOCAPPrepError(
-                        f"{wav}: {info.frames} samples at {info.samplerate} Hz, expected a "
-                        f"non-empty {sample_rate} Hz file (IEMOCAP is 16 kHz): re-extract it, or "
-                        "pass skip_bad_files=True to drop it."
-                    )
-                check_decodable(wav, info.frames)  # truncated files, NaN in float WAVs
-            except (IEMOCAPPrepError, AudioError, RuntimeError) as error:
-                if not skip_bad_files:
-                    raise IEMOCAPPrepError(str(error)) from error
-                logger.warning("Skipping %s: %s", utterance, error)
-                stats["skipped"] += 1
-                continue
-            rows.append(
-                {
-                    "ID": utterance,
-                    "duration": f"{info.frames / info.samplerate:.4f}",
-                    "wav": str(wav.resolve()),
-                    "spk_id": _speaker(utterance),
-                    "label": emotion,
-                    "session": session,
-                    "dialog": dialog,
-                }
-            )
+            labelled.append((utterance, emotion, dialog, (wav, eval_file, utterance, sample_rate)))
+    checks = map_files(_check_wav, [item[-1] for item in labelled], num_workers,
+                       stop_at_bad=not skip_bad_files, desc=f"IEMOCAP Session{session}",
+                       progress=progress)  # fmt: skip
+    rows = []
+    for (utterance, emotion, dialog, (wav, *_)), checked in zip(labelled, checks):
+        if isinstance(checked, BadFile):
+            if not skip_bad_files:
+                raise IEMOCAPPrepError(checked.message)
+            logger.warning("Skipping %s: %s", utterance, checked.message)
+            stats["skipped"] += 1
+            continue
+        frames, rate = checked
+        rows.append(
+            {
+                "ID": utterance,
+                "duration": f"{frames / rate:.4f}",
+                "wav": str(wav.resolve()),
+                "spk_id": _speaker(utterance),
+                "label": emotion,
+                "session": session,
+                "dialog": dialog,
+            }
+        )
     if not rows:
         raise IEMOCAPPrepError(
             f"No utterance of the classes {sorted(keep)} found in {folder}: check the "
@@ -236,6 +255,8 @@ def prepare_iemocap(
     sessions=SESSIONS,
     sample_rate: int = 16000,
     skip_bad_files: bool = False,
+    num_workers: int = 1,
+    progress: bool | None = None,
 ) -> dict:
     """Write the per-session and leave-one-session-out manifests (see the module docstring).
 
@@ -255,6 +276,10 @@ def prepare_iemocap(
         Expected sample rate.
     skip_bad_files : bool
         Drop labelled utterances whose audio is missing or unreadable instead of failing.
+    num_workers : int
+        Processes checking the audio files (0 or 1: this process).
+    progress : bool, optional
+        Progress bars; ``None``: only on a terminal.
 
     Returns
     -------
@@ -301,7 +326,9 @@ def prepare_iemocap(
     save_folder.mkdir(parents=True, exist_ok=True)
     stats = {"raw": Counter(), "skipped": 0}
     per_session = {
-        s: _session_rows(root, s, keep, merge_excited, sample_rate, skip_bad_files, stats)
+        s: _session_rows(
+            root, s, keep, merge_excited, sample_rate, skip_bad_files, stats, num_workers, progress
+        )
         for s in sessions
     }
     for session, rows in per_session.items():
@@ -329,6 +356,7 @@ def main(argv=None) -> None:
     parser.add_argument("save_folder", help="where the CSV manifests go")
     parser.add_argument("--no-merge-excited", action="store_true", help="drop exc, keep hap only")
     parser.add_argument("--skip-bad-files", action="store_true")
+    parser.add_argument("--num-workers", type=int, default=1, help="audio-checking processes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     result = prepare_iemocap(
@@ -336,6 +364,7 @@ def main(argv=None) -> None:
         args.save_folder,
         merge_excited=not args.no_merge_excited,
         skip_bad_files=args.skip_bad_files,
+        num_workers=args.num_workers,
     )
     print(json.dumps(result["counts"]))
 

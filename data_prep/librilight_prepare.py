@@ -11,7 +11,9 @@ wav2vec 2.0 and by the adapter-transfer paper as ``librispeech_finetuning.tgz``:
 ``10min`` is ``1h/0``, ``1h`` is ``1h/*`` and ``10h`` is ``1h/*`` + ``9h``. The manifest
 ``<save_folder>/librilight-<subset>.csv`` has the standard columns ``ID,duration,wav,spk_id,wrd``.
 Dev and test sets are LibriSpeech's (``data_prep.librispeech_prepare``). Preparation is
-idempotent: an options JSON next to the CSV records what was prepared.
+idempotent: an options JSON next to the CSV records what was prepared. The header reads run
+in ``num_workers`` processes (:func:`lasersb.data.parallel.map_files`); the manifest does not
+depend on their number.
 
 Command line::
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import logging
 import os
@@ -103,7 +106,12 @@ def _read_transcripts(folder: Path) -> dict[str, tuple[str, Path]]:
 
 
 def prepare_librilight(
-    data_folder, save_folder, subset: str = "10h", min_samples: int = 400
+    data_folder,
+    save_folder,
+    subset: str = "10h",
+    min_samples: int = 400,
+    num_workers: int = 1,
+    progress: bool | None = None,
 ) -> dict[str, Path]:
     """Write ``<save_folder>/librilight-<subset>.csv`` for a Libri-light fine-tuning subset.
 
@@ -117,13 +125,19 @@ def prepare_librilight(
         ``"10min"``, ``"1h"`` or ``"10h"``.
     min_samples : int
         Utterances shorter than this are an error (the upstream yields no frame for them).
+    num_workers : int
+        Processes checking the audio files (0 or 1: this process).
+    progress : bool, optional
+        Progress bars; ``None``: only on a terminal.
 
     Returns
     -------
     dict
         ``{"librilight-<subset>": csv path}``.
     """
-    from lasersb.data.audio import audio_info
+    from lasersb.data.parallel import BadFile, map_files, probe_audio
+
+    header_only = functools.partial(probe_audio, decode_check=False)
 
     data_folder, save_folder = Path(data_folder), Path(save_folder)
     root = _resolve_root(data_folder)
@@ -142,14 +156,19 @@ def prepare_librilight(
         flacs = sorted(folder.rglob("*.flac"))
         if not flacs:
             raise LibriLightPrepError(f"No .flac files under {folder}; re-extract the subset.")
-        for flac in flacs:
+        desc = f"Libri-light {folder.relative_to(root)}"
+        probes = map_files(header_only, flacs, num_workers, stop_at_bad=True, desc=desc,
+                           progress=progress)  # fmt: skip
+        for flac, probe in zip(flacs, probes):
             utt_id = flac.name[: -len(".flac")]
             if utt_id not in texts:
                 raise LibriLightPrepError(
                     f"No transcript line for {flac} in the *.trans.txt files of {folder}; "
                     "re-extract the chapter or delete the audio file."
                 )
-            sample_rate, num_frames, channels = audio_info(flac)
+            if isinstance(probe, BadFile):  # missing or unreadable header
+                raise LibriLightPrepError(probe.message)
+            sample_rate, num_frames, channels = probe
             if sample_rate != 16000 or channels != 1 or num_frames < min_samples:
                 raise LibriLightPrepError(
                     f"{flac}: {sample_rate} Hz, {channels} channel(s), {num_frames} samples; "
@@ -187,9 +206,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--data_folder", required=True)
     parser.add_argument("--save_folder", required=True)
     parser.add_argument("--subset", default="10h", choices=SUBSETS)
+    parser.add_argument("--num_workers", type=int, default=1, help="audio-checking processes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    return prepare_librilight(args.data_folder, args.save_folder, args.subset)
+    return prepare_librilight(
+        args.data_folder, args.save_folder, args.subset, num_workers=args.num_workers
+    )
 
 
 if __name__ == "__main__":

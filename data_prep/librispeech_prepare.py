@@ -25,7 +25,11 @@ recorded in the JSON).
 
 Command line::
 
-    python -m data_prep.librispeech_prepare DATA_FOLDER SAVE_FOLDER [--splits dev-clean ...]
+    python -m data_prep.librispeech_prepare DATA_FOLDER SAVE_FOLDER [--splits dev-clean ...] \\
+        [--num-workers 8]
+
+The per-file work (header read, tail decode) runs in ``num_workers`` processes
+(:func:`lasersb.data.parallel.map_files`); the CSVs are byte-identical for any number.
 """
 
 from __future__ import annotations
@@ -205,14 +209,24 @@ def _read_transcripts(transcripts: list[Path]) -> dict[str, tuple[str, Path]]:
 
 
 # --------------------------------------------------------------------------- one split
+def _probe_flac(flac: Path):
+    """Worker: ``(AudioProbe, absolute path)`` of a file, or its BadFile."""
+    from lasersb.data.parallel import BadFile, probe_audio
+
+    probe = probe_audio(flac)  # header + tail decode (a truncated FLAC keeps a valid header)
+    return probe if isinstance(probe, BadFile) else (probe, str(flac.resolve()))
+
+
 def _prepare_split(
     split_dir: Path,
     csv_path: Path,
     pronounce: _Pronouncer | None,
     skip_bad_files: bool,
     min_samples: int,
+    num_workers: int = 1,
+    progress: bool | None = None,
 ) -> dict:
-    from lasersb.data.audio import AudioError, audio_info, check_decodable
+    from lasersb.data.parallel import BadFile, map_files
 
     columns = CSV_COLUMNS if pronounce is not None else CSV_COLUMNS[:-1]
     flacs, transcripts = _split_files(split_dir)
@@ -231,8 +245,12 @@ def _prepare_split(
         skipped[reason] = skipped.get(reason, 0) + 1
         logger.warning("Skipping: %s", message)
 
+    # Header + tail decode of every file in the pool; the checks below run in input order, so
+    # the first bad file reported does not depend on num_workers.
+    probes = map_files(_probe_flac, flacs, num_workers, stop_at_bad=not skip_bad_files,
+                       desc=f"{split_dir.name}: audio", progress=progress)  # fmt: skip
     audio_ids = set()
-    for flac in flacs:
+    for flac, probe in zip(flacs, probes):
         utt_id = flac.name[: -len(".flac")]
         audio_ids.add(utt_id)
         if utt_id not in texts:
@@ -251,12 +269,10 @@ def _prepare_split(
                 "utterance, or pass skip_bad_files=True.",
             )
             continue
-        try:
-            sample_rate, num_frames, channels = audio_info(flac)
-            check_decodable(flac, num_frames)  # a truncated FLAC keeps a valid header
-        except AudioError as err:
-            bad("unreadable", f"{err} (or pass skip_bad_files=True)")
+        if isinstance(probe, BadFile):  # missing, unreadable, truncated (valid header)
+            bad(probe.reason, f"{probe.message} (or pass skip_bad_files=True)")
             continue
+        (sample_rate, num_frames, channels), resolved = probe
         if sample_rate != _SAMPLE_RATE or channels != 1:
             bad(
                 "format",
@@ -293,7 +309,7 @@ def _prepare_split(
             (
                 utt_id,
                 f"{num_frames / sample_rate:.6g}",
-                str(flac.resolve()),
+                resolved,
                 speaker,
                 words,
                 " ".join(phones),
@@ -332,6 +348,8 @@ def prepare_librispeech(
     skip_bad_files: bool = False,
     min_samples: int = 400,
     with_phonemes: bool = True,
+    num_workers: int = 1,
+    progress: bool | None = None,
 ) -> dict[str, Path]:
     """Write ``<save_folder>/<split>.csv`` (``ID,duration,wav,spk_id,wrd,phn``) per split.
 
@@ -355,6 +373,11 @@ def prepare_librispeech(
     with_phonemes : bool
         ``False``: no ``phn`` column and no lexicon needed (for tasks that use the audio or the
         words only, such as SSFT).
+    num_workers : int
+        Processes reading the audio headers (0 or 1: this process); the manifests do not
+        depend on it (:func:`lasersb.data.parallel.map_files`).
+    progress : bool, optional
+        Progress bar per split; ``None``: only on a terminal.
 
     Returns
     -------
@@ -408,8 +431,9 @@ def prepare_librispeech(
     stats = {}
     for split in splits:
         stats[split] = _prepare_split(
-            corpus / split, csv_paths[split], pronounce, skip_bad_files, min_samples
-        )
+            corpus / split, csv_paths[split], pronounce, skip_bad_files, min_samples,
+            num_workers=num_workers, progress=progress,
+        )  # fmt: skip
     options_path.write_text(json.dumps({"options": options, "stats": stats}, indent=2) + "\n")
     return csv_paths
 
@@ -444,6 +468,7 @@ def main(argv=None) -> dict[str, Path]:
     parser.add_argument("--lexicon-file", default=None, help=f"{LEXICON_NAME} (optional)")
     parser.add_argument("--skip-bad-files", action="store_true")
     parser.add_argument("--min-samples", type=int, default=400)
+    parser.add_argument("--num-workers", type=int, default=1, help="processes reading audio")
     parser.add_argument(
         "--no-phonemes", action="store_true", help="no phn column (no lexicon needed)"
     )
@@ -458,6 +483,7 @@ def main(argv=None) -> dict[str, Path]:
             skip_bad_files=args.skip_bad_files,
             min_samples=args.min_samples,
             with_phonemes=not args.no_phonemes,
+            num_workers=args.num_workers,
         )
     except LibriSpeechPrepError as err:
         raise SystemExit(f"error: {err}") from err

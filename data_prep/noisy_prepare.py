@@ -49,6 +49,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from lasersb.data.parallel import map_files
+
 __all__ = [
     "DEFAULT_SNRS",
     "SEEN_NOISE_TYPES",
@@ -194,6 +196,11 @@ def _copy_transcripts(corpus: Path, split: str, out_root: Path) -> None:
             shutil.copyfile(extra, target)
 
 
+def _num_frames(path) -> int:
+    """Worker: frames of a (clean, already checked) file, from its header."""
+    return int(sf.info(str(path)).frames)
+
+
 def _process_one(job) -> float:
     """Mix one row, write the mixture when a target is given; return the anti-clipping gain."""
     row, target, sample_rate = job
@@ -253,7 +260,9 @@ def prepare_noisy_librispeech(
     skip_bad_files : bool
         Passed to :func:`data_prep.librispeech_prepare.prepare_librispeech`.
     num_workers : int
-        Processes writing mixtures (0: in this process).
+        Processes preparing the clean manifests, reading the headers and writing the mixtures
+        (0 or 1: this process; :func:`lasersb.data.parallel.map_files`). The manifests and
+        mixtures do not depend on it.
 
     Returns
     -------
@@ -293,7 +302,8 @@ def prepare_noisy_librispeech(
     conditions = {"seen": (list(seen_types), splits), "unseen": (list(unseen_types), unseen_splits)}
     all_splits = list(dict.fromkeys(splits + unseen_splits))
     clean = prepare_librispeech(data_folder, save_folder / "clean", splits=all_splits,
-                                with_phonemes=False, skip_bad_files=skip_bad_files)  # fmt: skip
+                                with_phonemes=False, skip_bad_files=skip_bad_files,
+                                num_workers=num_workers)  # fmt: skip
     files = _noise_files(noise_folder, list(seen_types) + list(unseen_types), noise_file)
     lengths = {p: _check_rate(p, sample_rate) for paths in files.values() for p in paths}
     options = {
@@ -332,9 +342,10 @@ def prepare_noisy_librispeech(
             rows, jobs = [], []
             with open(clean[split], newline="", encoding="utf-8") as handle:
                 clean_rows = list(csv.DictReader(handle))
-            for item in clean_rows:
+            frames = map_files(_num_frames, [item["wav"] for item in clean_rows], num_workers,
+                               desc=f"{condition}/{split}: headers")  # fmt: skip
+            for item, n_samples in zip(clean_rows, frames):
                 rng = random.Random(f"{seed}:{condition}:{item['ID']}")
-                n_samples = sf.info(item["wav"]).frames
                 noise_type, path, start, snr = _draw(rng, types, files, lengths, n_samples, snrs)
                 row = {
                     "ID": item["ID"],
@@ -356,7 +367,8 @@ def prepare_noisy_librispeech(
                 rows.append(row)
             if write_mixtures:
                 _copy_transcripts(corpus, split, save_folder / condition)
-            for row, gain in zip(rows, _run_jobs(jobs, num_workers)):
+            gains = map_files(_process_one, jobs, num_workers, desc=f"{condition}/{split}: mix")
+            for row, gain in zip(rows, gains):
                 row["gain"] = f"{gain:.6f}"
             columns = [c for c in COLUMNS if write_mixtures or c != "wav"]
             target_csv = out[condition][split]
@@ -374,15 +386,6 @@ def prepare_noisy_librispeech(
             logger.info("Noisy %s/%s: %d utterances -> %s", condition, split, len(rows), target_csv)
     options_path.write_text(json.dumps({"options": options, "stats": stats}, indent=2) + "\n")
     return out
-
-
-def _run_jobs(jobs, num_workers: int) -> list[float]:
-    if num_workers and num_workers > 0 and len(jobs) > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=num_workers) as pool:
-            return list(pool.map(_process_one, jobs, chunksize=16))
-    return [_process_one(job) for job in jobs]
 
 
 # --------------------------------------------------------------------------- dataset

@@ -18,7 +18,8 @@ s3prl uses sox's ``rate``).
 Written to ``save_folder``: ``documents.csv``, ``dev_queries.csv``, ``eval_queries.csv``
 (columns ``ID,duration,wav,language,sample_rate``) and ``quesst14_prepare.json`` (options,
 ground-truth folders, counts). Idempotent: a second call with the same options and corpus
-returns at once.
+returns at once. The header reads run in ``num_workers`` processes
+(:func:`lasersb.data.parallel.map_files`); the manifests do not depend on their number.
 
 Command line::
 
@@ -33,6 +34,8 @@ import json
 import logging
 import re
 from pathlib import Path
+
+from lasersb.data.parallel import BadFile, map_files
 
 __all__ = ["QUESST14PrepError", "find_quesst14_root", "main", "prepare_quesst14", "read_key"]
 
@@ -138,15 +141,17 @@ def _listed(root: Path, name: str, language: str | None):
     return [(uid, wavs[uid], key.get(uid, "")) for uid in keep]
 
 
-def _row(uid, wav: Path, language: str) -> dict:
+def _row(job) -> dict | BadFile:
+    """Worker: the manifest row of ``(uid, wav, language)``, or a :class:`BadFile`."""
     import soundfile
 
+    uid, wav, language = job
     try:
         info = soundfile.info(str(wav))
     except RuntimeError as error:
-        raise QUESST14PrepError(f"Cannot read {wav}: {error}. Re-extract the file.") from None
+        return BadFile("unreadable", f"Cannot read {wav}: {error}. Re-extract the file.")
     if info.frames == 0:
-        raise QUESST14PrepError(f"{wav} is empty: re-extract the file.")
+        return BadFile("empty", f"{wav} is empty: re-extract the file.")
     return {
         "ID": uid,
         "duration": f"{info.frames / info.samplerate:.4f}",
@@ -172,7 +177,13 @@ def _fingerprint(root: Path) -> list:
     return [len(files), sum(p.stat().st_size for p in files)]
 
 
-def prepare_quesst14(data_folder, save_folder, language: str | None = "nnenglish") -> dict:
+def prepare_quesst14(
+    data_folder,
+    save_folder,
+    language: str | None = "nnenglish",
+    num_workers: int = 1,
+    progress: bool | None = None,
+) -> dict:
     """Write the manifests of the documents and of the dev and eval queries.
 
     Arguments
@@ -184,6 +195,10 @@ def prepare_quesst14(data_folder, save_folder, language: str | None = "nnenglish
     language : str or None
         Keep only this language of the language keys (``"nnenglish"``: SUPERB's subset);
         ``None`` keeps all files.
+    num_workers : int
+        Processes reading the audio headers (0 or 1: this process).
+    progress : bool, optional
+        Progress bars; ``None``: only on a terminal.
 
     Returns
     -------
@@ -230,7 +245,11 @@ def prepare_quesst14(data_folder, save_folder, language: str | None = "nnenglish
     save_folder.mkdir(parents=True, exist_ok=True)
     counts = {}
     for name, path in outputs.items():
-        rows = [_row(uid, wav, lang) for uid, wav, lang in _listed(root, name, language)]
+        rows = map_files(_row, _listed(root, name, language), num_workers, stop_at_bad=True,
+                         desc=f"QUESST 2014 {name}", progress=progress)  # fmt: skip
+        bad = [row for row in rows if isinstance(row, BadFile)]
+        if bad:
+            raise QUESST14PrepError(bad[0].message)
         _write_csv(path, rows)
         counts[name] = len(rows)
     record = {
@@ -250,11 +269,13 @@ def main(argv=None) -> int:
     parser.add_argument("save_folder")
     parser.add_argument("--language", default="nnenglish")
     parser.add_argument("--all-languages", action="store_true", help="keep every language")
+    parser.add_argument("--num-workers", type=int, default=1, help="header-reading processes")
     args = parser.parse_args(argv)
     try:
         out = prepare_quesst14(
-            args.data_folder, args.save_folder, None if args.all_languages else args.language
-        )
+            args.data_folder, args.save_folder, None if args.all_languages else args.language,
+            num_workers=args.num_workers,
+        )  # fmt: skip
     except QUESST14PrepError as error:
         parser.error(str(error))
     print(json.dumps(out["counts"]))

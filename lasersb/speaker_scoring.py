@@ -517,7 +517,8 @@ def prepare_speaker_manifests(hparams: dict) -> dict:
 
     Calls ``data_prep.voxceleb_prepare.prepare_voxceleb`` with the recipe's hparams (keys
     ``data_folder``, ``manifest_folder``, ``vox2_folder``, ``trial_lists``, ``meta_file``,
-    ``use_vox1_dev``, ``dev_fraction``, ``min_duration``, ``convert_m4a``, ``skip_bad_files``)
+    ``use_vox1_dev``, ``dev_fraction``, ``min_duration``, ``convert_m4a``, ``skip_bad_files``,
+    ``prep_num_workers``)
     under ``run_on_main``, then again on every process to read the (idempotent) result.
 
     Example
@@ -541,6 +542,7 @@ def prepare_speaker_manifests(hparams: dict) -> dict:
         "min_duration": hparams["min_duration"],
         "convert_m4a": hparams["convert_m4a"],
         "skip_bad_files": hparams["skip_bad_files"],
+        "num_workers": hparams["prep_num_workers"],
     }
     run_on_main(prepare_voxceleb, kwargs=kwargs)
     return prepare_voxceleb(**kwargs)

@@ -291,6 +291,7 @@ def test_recipe_data_preparation_with_librilight(mini_corpus, tmp_path):
         "dev_split": "dev-clean",
         "test_splits": ["test-clean", "test-other"],  # test-other is absent: skipped
         "tokenizer": SentencePieceTokenizer(tmp_path / "bpe", num_pieces=30),
+        "prep_num_workers": 1,
     }
     manifests = prepare_adapter_asr_data(hparams)
     assert sorted(manifests) == ["dev-clean", "librilight-10h", "test-clean"]

@@ -158,6 +158,7 @@ def test_template_recipe_stops_before_training_on_missing_folder(tmp_path):
         "train_split": "train-clean-100",
         "skip_bad_files": False,
         "min_samples": 400,
+        "prep_num_workers": 1,
     }
     with pytest.raises(LibriSpeechPrepError, match="nowhere"):
         module.build_manifests(hparams)

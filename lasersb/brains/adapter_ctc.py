@@ -531,7 +531,10 @@ def prepare_adapter_asr_data(hparams: dict) -> dict:
             )
         manifests.update(
             prepare_librilight(
-                hparams["librilight_folder"], folder, subset=hparams["librilight_subset"]
+                hparams["librilight_folder"],
+                folder,
+                subset=hparams["librilight_subset"],
+                num_workers=hparams["prep_num_workers"],
             )
         )
     elif corpus == "commonvoice":
@@ -546,6 +549,7 @@ def prepare_adapter_asr_data(hparams: dict) -> dict:
                 language=hparams["commonvoice_language"],
                 max_train_hours=hparams.get("commonvoice_hours"),
                 seed=hparams.get("seed", 0),
+                num_workers=hparams["prep_num_workers"],
             )
         )
     elif corpus != "librispeech":
@@ -564,6 +568,7 @@ def prepare_adapter_asr_data(hparams: dict) -> dict:
                 splits=tuple(splits),
                 lexicon_file=hparams.get("lexicon_file"),
                 skip_bad_files=hparams.get("skip_bad_files", False),
+                num_workers=hparams["prep_num_workers"],
             )
         )
     return manifests

@@ -173,6 +173,7 @@ def prepare_superb_data(hparams: dict) -> dict:
         lexicon_file=hparams.get("lexicon_file"),
         skip_bad_files=hparams.get("skip_bad_files", False),
         with_phonemes=hparams["target_key"] == "phn" or bool(hparams.get("lexicon_file")),
+        num_workers=hparams["prep_num_workers"],
     )
 
 

@@ -53,6 +53,7 @@ def build_manifests(hparams):
             "with_phonemes": False,
             "skip_bad_files": hparams["skip_bad_files"],
             "min_samples": hparams["min_samples"],
+            "num_workers": hparams["prep_num_workers"],
         },
     )
     csv = Path(hparams["manifest_folder"]) / f"{hparams['train_split']}.csv"

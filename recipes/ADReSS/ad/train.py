@@ -43,6 +43,7 @@ def prepare(hparams):
         "use_chunks": hparams["use_chunks"],
         "test_labels_file": hparams["test_labels_file"],
         "sample_rate": hparams["sample_rate"],
+        "num_workers": hparams["prep_num_workers"],
     }
     run_on_main(prepare_adress, kwargs=kwargs)
     return prepare_adress(**kwargs)

@@ -46,6 +46,7 @@ def prepare(hparams):
         "emotions": hparams["classes"],
         "merge_excited": hparams["merge_excited"],
         "sample_rate": hparams["sample_rate"],
+        "num_workers": hparams["prep_num_workers"],
     }
     run_on_main(prepare_iemocap, kwargs=kwargs)
     return prepare_iemocap(**kwargs)

@@ -45,6 +45,7 @@ def build_datasets(hparams):
             "lexicon_file": None,
             "with_phonemes": False,
             "skip_bad_files": hparams["skip_bad_files"],
+            "num_workers": hparams["prep_num_workers"],
         },
     )
     manifests = Path(hparams["manifest_folder"])

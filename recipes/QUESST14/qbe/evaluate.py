@@ -51,6 +51,7 @@ def build_manifests(hparams):
             "data_folder": hparams["data_folder"],
             "save_folder": hparams["manifest_folder"],
             "language": hparams["language"],
+            "num_workers": hparams["prep_num_workers"],
         },
     )
     return prepare_quesst14(hparams["data_folder"], hparams["manifest_folder"], hparams["language"])
