@@ -298,6 +298,6 @@ def test_run_sh_adapter_study_reports_the_adapters(mini_corpus, tiny_upstreams, 
     assert laser["upstream_adapters"] == expected and original["upstream_adapters"] is None
     table = (exp / "results.md").read_text().splitlines()
     assert table[0].startswith("| Upstream | PR PER test-clean (%) | rel. to original |")
-    assert table[2].startswith("| original |") and table[3].startswith("| laser |")
-    assert "- laser (pr): 4 lasersb adapters in the upstream" in table[-1]
+    assert table[2].startswith("| original |") and table[3].startswith("| LASER |")
+    assert "- LASER (pr): 4 lasersb adapters in the upstream" in table[-1]
     assert expected["checksum"] in table[-1]
