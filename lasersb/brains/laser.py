@@ -92,7 +92,7 @@ class LaserBrain(DistributedBrain):
     Expected ``hparams``: ``views`` (:class:`lasersb.augment.LaserViews`), ``soft_dtw``
     (:class:`lasersb.alignment.SoftDTWDivergence`), ``regulariser``
     (:class:`lasersb.alignment.TemporalRegulariser`), ``reg_alpha``, ``use_regulariser``,
-    ``lr_schedule`` (:class:`lasersb.brains.schedulers.WarmupSchedule`), ``output_folder``,
+    ``lr_schedule`` (:class:`lasersb.schedules.WarmupSchedule`), ``output_folder``,
     and optionally ``train_logger``, ``tensorboard_logger``, ``valid_seed``.
     """
 

@@ -11,7 +11,8 @@ For binary detection (ADReSS: control ``cc`` = 0, dementia ``cd`` = 1) the F1 of
 class is reported with its precision and recall, plus the macro F1 over both classes.
 :func:`classification_report` gathers everything for one evaluation, and
 :func:`summarise_folds` / :func:`folds_markdown_table` aggregate cross-validation folds
-(mean and standard deviation).
+(mean and standard deviation); :func:`aggregate_posteriors` averages utterance posteriors per
+group (e.g. the chunks of one ADReSS subject) before scoring.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "classification_report",
     "summarise_folds",
     "folds_markdown_table",
+    "aggregate_posteriors",
 ]
 
 
@@ -272,3 +274,48 @@ def folds_markdown_table(reports, fold_names=None, keys=("ua", "wa"), percent=Tr
     )
     lines.append(f"| mean ± std | {cells} |")
     return "\n".join(lines)
+
+
+def aggregate_posteriors(predictions: dict, groups: dict) -> dict:
+    """Average utterance posteriors per group (e.g. the ADReSS chunks of one subject).
+
+    Arguments
+    ---------
+    predictions : dict
+        ``{"ids": [...], "targets": [...], "probs": [[...], ...]}`` as produced by
+        :meth:`lasersb.brains.utterance_classifier.EmbeddingClassifierBrain.evaluate`
+        (``brain.test_predictions``).
+    groups : dict
+        ``{utterance id: group id}``; utterances missing from it are their own group.
+
+    Returns
+    -------
+    dict
+        The same structure with one entry per group (the group's target is that of its first
+        utterance; all utterances of a group must share it).
+
+    Example
+    -------
+    >>> preds = {"ids": ["a-0", "a-1", "b-0"], "targets": [1, 1, 0],
+    ...          "probs": [[0.2, 0.8], [0.6, 0.4], [0.9, 0.1]]}
+    >>> out = aggregate_posteriors(preds, {"a-0": "a", "a-1": "a", "b-0": "b"})
+    >>> out["ids"], out["targets"], [[round(p, 2) for p in row] for row in out["probs"]]
+    (['a', 'b'], [1, 0], [[0.4, 0.6], [0.9, 0.1]])
+    """
+    order, sums, counts, targets = [], {}, {}, {}
+    for uid, target, probs in zip(predictions["ids"], predictions["targets"], predictions["probs"]):
+        group = groups.get(uid, uid)
+        if group not in sums:
+            order.append(group)
+            sums[group] = [0.0] * len(probs)
+            counts[group] = 0
+            targets[group] = int(target)
+        elif targets[group] != int(target):
+            raise ValueError(f"Utterances of group {group!r} have different targets.")
+        sums[group] = [s + float(p) for s, p in zip(sums[group], probs)]
+        counts[group] += 1
+    return {
+        "ids": order,
+        "targets": [targets[g] for g in order],
+        "probs": [[s / counts[g] for s in sums[g]] for g in order],
+    }
