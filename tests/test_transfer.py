@@ -9,12 +9,12 @@ from speechbrain.utils.epoch_loop import EpochCounter
 
 from lasersb.brains.utterance_classifier import EmbeddingClassifierBrain
 from lasersb.data.classification import classification_dataset
+from lasersb.models.dino import save_embedding_model
 from lasersb.models.embedding_classifier import (
     EmbeddingClassifier,
     chunk_posteriors,
     load_or_init_embedding_model,
 )
-from lasersb.models.dino import save_embedding_model
 from lasersb.models.resnet import SpeakerEmbeddingModel
 
 TINY = {"embedding_dim": 8, "n_mels": 16, "base_channels": 4, "num_blocks": (1, 1, 1, 1)}
