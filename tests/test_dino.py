@@ -17,7 +17,6 @@ from lasersb.models.dino import (
     DINOLoss,
     MultiCrop,
     collapse_statistics,
-    cosine_schedule,
     ema_update_,
     load_embedding_model,
     random_crops,
@@ -26,6 +25,7 @@ from lasersb.models.dino import (
 )
 from lasersb.models.fbank import LogFbankSTMN, sliding_mean_normalisation
 from lasersb.models.resnet import LightResNet34, SpeakerEmbeddingModel, StatisticsPooling
+from lasersb.schedules import cosine_schedule
 
 
 def tiny_model(**kw):

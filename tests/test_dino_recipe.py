@@ -101,7 +101,7 @@ def test_teacher_embeddings_separate_speakers(dino_run, mini_corpus):
 
 
 def test_verification_outputs_and_scoring_cli(dino_run, mini_corpus, tmp_path):
-    from lasersb.speaker_scoring import main as score_main
+    from lasersb.metrics.trial_scoring import main as score_main
 
     eval_dir = dino_run["out"] / "eval" / "veri_test2"
     results = json.loads((eval_dir / "results.json").read_text())

@@ -14,7 +14,8 @@ from speechbrain.dataio.batch import PaddedBatch
 
 from data_prep.noisy_prepare import noisy_dataset, prepare_noisy_librispeech
 from lasersb.alignment import SoftDTWDivergence
-from lasersb.brains.se_finetune import SEFinetuneBrain, frame_mse, soft_dtw_frame_loss
+from lasersb.alignment.frame_losses import frame_mse, soft_dtw_frame_loss
+from lasersb.brains.se_finetune import SEFinetuneBrain
 from lasersb.models.enhancement import Demucs, STFTMaskEnhancer
 from lasersb.models.upstream import SSLUpstream
 
@@ -69,6 +70,10 @@ def make_brain(upstream, loss, enhancer=None, tmp_path=None, **extra):
         "feature_reduction": "sum",
         "softdtw_length_norm": False,
         "valid_seed": 7,
+        "lr_schedule": None,
+        "train_logger": None,
+        "tensorboard_logger": None,
+        "num_checkpoints_to_keep": 2,
         "output_folder": str(tmp_path),
         **extra,
     }

@@ -7,14 +7,14 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.epoch_loop import EpochCounter
 
-from lasersb.brains.utterance_classifier import (
+from lasersb.brains.utterance_classifier import EmbeddingClassifierBrain
+from lasersb.data.classification import classification_dataset
+from lasersb.models.dino import save_embedding_model
+from lasersb.models.embedding_classifier import (
     EmbeddingClassifier,
-    UtteranceClassifierBrain,
     chunk_posteriors,
-    classification_dataset,
     load_or_init_embedding_model,
 )
-from lasersb.models.dino import save_embedding_model
 from lasersb.models.resnet import SpeakerEmbeddingModel
 
 TINY = {"embedding_dim": 8, "n_mels": 16, "base_channels": 4, "num_blocks": (1, 1, 1, 1)}
@@ -50,7 +50,7 @@ def tiny_csv(tmp_path):
     return path
 
 
-class _SnapshotBrain(UtteranceClassifierBrain):
+class _SnapshotBrain(EmbeddingClassifierBrain):
     """Records the model state at the end of every training epoch."""
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
@@ -79,6 +79,10 @@ def _brain(schedule, stage1=1, stage2=1):
         "chunk_seconds": 0.3,
         "eval_chunk_seconds": 0.3,
         "sample_rate": 16000,
+        "label_smoothing": 0.0,
+        "augment": None,
+        "train_logger": None,
+        "num_checkpoints_to_keep": 1,
     }
     brain = _SnapshotBrain(
         modules={"model": model},
@@ -133,7 +137,7 @@ def test_schedule_configuration_errors():
         ({**base, "schedule": "two_stage", "epoch_counter": EpochCounter(2)}, "stage1_epochs"),
     ):
         with pytest.raises(ValueError, match=message):
-            UtteranceClassifierBrain(
+            EmbeddingClassifierBrain(
                 modules={"model": model}, hparams=hparams, run_opts={"device": "cpu"}
             )
     with pytest.raises(ValueError, match="trainable part"):

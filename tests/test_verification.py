@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from lasersb.data.speakers import read_trials
+from lasersb.metrics.trial_scoring import score_trials
 from lasersb.metrics.verification import (
     adaptive_snorm,
     compute_eer,
@@ -21,7 +23,6 @@ from lasersb.metrics.verification import (
     plot_det,
     verification_metrics,
 )
-from lasersb.speaker_scoring import read_trials, score_trials
 
 
 def brute_force_rates(scores, labels):
@@ -180,7 +181,7 @@ def test_trials_scoring_and_det_plot(tmp_path):
 
 def test_label_free_cohort_reads_no_speaker_label(tmp_path):
     """DINO's AS-norm cohort (selection random) works on a manifest without spk_id."""
-    from lasersb.speaker_scoring import cohort_from_manifest
+    from lasersb.data.speakers import cohort_from_manifest
 
     rows = "".join(f"u{i},1.0,w{i}.wav\n" for i in range(10))
     (tmp_path / "m.csv").write_text("ID,duration,wav\n" + rows)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
-from lasersb.brains.xvector import set_angular_margin
+from lasersb.brains.xvector import _set_angular_margin as set_angular_margin
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "VoxCeleb" / "xvector"

@@ -206,7 +206,7 @@ class AdapterCTCBrain(DistributedBrain):
     ``adapter_layer_norm``, ``adapter_activation``, ``adapter_dropout``, ``train_layer_norms``;
     optional: ``encoder_lr`` and ``freeze_encoder_steps`` (full), ``mask_time_prob`` /
     ``mask_time_length`` (HF SpecAugment-style time masking of the encoder input during
-    training), ``lr_schedule`` (:class:`lasersb.brains.schedulers.WarmupSchedule`),
+    training), ``lr_schedule`` (:class:`lasersb.schedules.WarmupSchedule`),
     ``select_metric`` (``WER``, default, or ``CER``: the dev metric that picks the checkpoint),
     ``train_logger``, ``tensorboard_logger``, ``epoch_counter``, ``upstream_source``.
     """

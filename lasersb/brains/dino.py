@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
-from pathlib import Path
 
 import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 from torch import nn
 
-from lasersb.brains.base import DistributedBrain
+from lasersb.augment.chain import apply_augmentation
+from lasersb.augment.speed import fit_length
+from lasersb.brains.step_schedule import StepScheduledBrain
 from lasersb.models.dino import (
     collapse_statistics,
-    cosine_schedule,
     ema_update_,
     save_embedding_model,
     teacher_momentum,
@@ -40,249 +39,28 @@ from lasersb.models.dino import (
 logger = logging.getLogger(__name__)
 
 
-class DINOModel(nn.Module):
-    """Trunk + DINO head applied to groups of crops of different lengths in one call.
-
-    Keeping the student in one module means one forward per step (what DDP expects).
-
-    Arguments
-    ---------
-    embedding_model : lasersb.models.resnet.SpeakerEmbeddingModel
-        ``(wavs, rel_lens) -> (B, D)``.
-    head : lasersb.models.dino.DINOHead
-        ``(N, D) -> (N, K)``.
-
-    Example
-    -------
-    >>> from lasersb.models.resnet import SpeakerEmbeddingModel
-    >>> from lasersb.models.dino import DINOHead
-    >>> model = DINOModel(SpeakerEmbeddingModel(embedding_dim=8, n_mels=16, base_channels=4,
-    ...                   num_blocks=(1, 1, 1, 1)), DINOHead(8, 32, 16, 8))
-    >>> model([torch.randn(4, 3200), torch.randn(6, 1600)]).shape
-    torch.Size([10, 32])
-    """
-
-    def __init__(self, embedding_model: nn.Module, head: nn.Module):
-        super().__init__()
-        self.embedding_model = embedding_model
-        self.head = head
-
-    def forward(self, crop_groups) -> torch.Tensor:
-        """Logits ``(sum N_i, K)`` of crop groups ``[(N_i, T_i) waveforms, ...]`` (full length)."""
-        embeddings = [
-            self.embedding_model(crops, None) for crops in crop_groups if crops is not None
-        ]
-        return self.head(torch.cat(embeddings, dim=0))
-
-
-def apply_augmentation(augment, wavs: torch.Tensor, lens=None):
-    """Apply an augmentation (or a list of them) to a batch; each item is drawn independently.
-
-    Each augmentation is called as ``aug(wavs, lens)`` and may return the waveforms or a tuple
-    whose first item is the waveforms (and second the relative lengths).
-
-    Example
-    -------
-    >>> apply_augmentation([lambda w, l: (2 * w, l)], torch.ones(1, 2))[0].tolist()
-    [[2.0, 2.0]]
-    """
-    if augment is None:
-        return wavs, lens
-    augmentations = augment if isinstance(augment, (list, tuple)) else [augment]
-    if lens is None:
-        lens = torch.ones(wavs.shape[0], device=wavs.device)
-    for aug in augmentations:
-        if aug is None:
-            continue
-        out = aug(wavs, lens)
-        if isinstance(out, (tuple, list)):
-            wavs = out[0]
-            if len(out) > 1 and isinstance(out[1], torch.Tensor):
-                lens = out[1]
-        else:
-            wavs = out
-    return wavs, lens
-
-
-def fit_length(wavs: torch.Tensor, length: int) -> torch.Tensor:
-    """Crop or zero-pad ``(B, T)`` waveforms to ``length`` samples (augmentations may change T).
-
-    Example
-    -------
-    >>> fit_length(torch.ones(1, 3), 5).tolist(), fit_length(torch.ones(1, 3), 2).shape
-    ([[1.0, 1.0, 1.0, 0.0, 0.0]], torch.Size([1, 2]))
-    """
-    if wavs.shape[1] == length:
-        return wavs
-    if wavs.shape[1] > length:
-        return wavs[:, :length]
-    return torch.nn.functional.pad(wavs, (0, length - wavs.shape[1]))
-
-
-def speaker_augmentation(
-    musan_folder=None,
-    noise_folder=None,
-    rir_folder=None,
-    noise_prob: float = 0.7,
-    reverb_prob: float = 0.45,
-    sample_rate: int = 16000,
-    cache_noise: bool = False,
-) -> list:
-    """The speaker recipes' augmentation chain: additive noise, then reverberation.
-
-    Noise: MUSAN categories with the paper's SNR ranges (noise 0-18 dB, music 3-18 dB, babble
-    of 3-7 speakers 3-18 dB) when ``musan_folder`` is given, otherwise any folder of noise
-    recordings (``noise_folder``, e.g. the mini corpus's ``DEMAND``) at 0-18 dB, otherwise none.
-    Reverberation: RIRs from ``rir_folder`` or synthetic ones (``reverb_prob`` 0 disables it).
-
-    Returns
-    -------
-    list
-        Augmenters ``aug(wavs, lens) -> wavs`` (:class:`lasersb.augment.noise.NoiseMixer`,
-        :class:`lasersb.augment.reverb.Reverb`), for :func:`apply_augmentation`.
-
-    Example
-    -------
-    >>> [type(a).__name__ for a in speaker_augmentation()]
-    ['Reverb']
-    >>> speaker_augmentation(reverb_prob=0.0)
-    []
-    """
-    from lasersb.augment.noise import NoiseMixer
-    from lasersb.augment.reverb import Reverb
-
-    chain = []
-    if musan_folder:
-        root = Path(musan_folder)
-        if not root.is_dir():
-            raise FileNotFoundError(
-                f"musan_folder {root} does not exist: give the MUSAN root (noise/, music/, "
-                "speech/), or musan_folder=null with noise_folder=<folder of noises>."
-            )
-        categories = {
-            "noise": {"source": root / "noise", "snr_range": (0.0, 18.0)},
-            "music": {"source": root / "music", "snr_range": (3.0, 18.0)},
-            "babble": {"source": root / "speech", "snr_range": (3.0, 18.0), "num_sources": (3, 7)},
-        }
-        chain.append(NoiseMixer(categories=categories, prob=noise_prob, sample_rate=sample_rate))
-    elif noise_folder:
-        chain.append(
-            NoiseMixer(
-                noise_folder,
-                snr_range=(0.0, 18.0),
-                prob=noise_prob,
-                sample_rate=sample_rate,
-                cache_audio=cache_noise,
-            )
-        )
-    if reverb_prob > 0:
-        chain.append(Reverb(rir_folder or None, prob=reverb_prob, sample_rate=sample_rate))
-    return chain
-
-
-def private_loader_generator(hparams) -> torch.Generator:
-    """:func:`lasersb.data.pipelines.loader_generator` seeded with ``hparams.seed``."""
-    from lasersb.data.pipelines import loader_generator
-
-    seed = hparams.get("seed", 0) if isinstance(hparams, dict) else getattr(hparams, "seed", 0)
-    return loader_generator(seed)
-
-
-class StepScheduleMixin:
-    """Step-based schedules for the speaker Brains: total steps known once the loader exists.
-
-    Needs ``hparams.epoch_counter`` and optionally ``hparams.total_steps`` and
-    ``hparams.warmup_epochs`` / ``hparams.warmup_steps``.
-    """
-
-    total_steps = None
-    warmup_steps = 0
-    steps_per_epoch = None
-
-    def _set_total_steps(self, train_loader):
-        try:
-            batches = len(train_loader)
-        except TypeError:
-            batches = None
-        grad_acc = max(1, int(self.grad_accumulation_factor))
-        self.steps_per_epoch = max(1, math.ceil(batches / grad_acc)) if batches else None
-        total = getattr(self.hparams, "total_steps", None)
-        if not total:
-            if self.steps_per_epoch is None:
-                raise ValueError(
-                    "The training loader has no length: set total_steps in the hparams."
-                )
-            total = self.steps_per_epoch * int(self.hparams.epoch_counter.limit)
-        self.total_steps = int(total)
-        warmup = getattr(self.hparams, "warmup_steps", None)
-        if warmup is None:
-            epochs = float(getattr(self.hparams, "warmup_epochs", 0) or 0)
-            warmup = int(round(epochs * (self.steps_per_epoch or 0)))
-        self.warmup_steps = min(int(warmup), self.total_steps)
-
-    def fit(self, epoch_counter, train_set, valid_set=None, progressbar=None, **kwargs):
-        """Build the loaders, derive the step counts, then run SpeechBrain's ``fit``."""
-        train_kwargs = kwargs.pop("train_loader_kwargs", {}) or {}
-        valid_kwargs = kwargs.pop("valid_loader_kwargs", {}) or {}
-        if not isinstance(train_set, torch.utils.data.DataLoader):
-            train_kwargs = {"generator": private_loader_generator(self.hparams), **train_kwargs}
-            train_set = self.make_dataloader(train_set, stage=sb.Stage.TRAIN, **train_kwargs)
-        if valid_set is not None and not isinstance(valid_set, torch.utils.data.DataLoader):
-            valid_set = self.make_dataloader(
-                valid_set, stage=sb.Stage.VALID, ckpt_prefix=None, **valid_kwargs
-            )
-        self._set_total_steps(train_set)
-        return super().fit(epoch_counter, train_set, valid_set, progressbar, **kwargs)
-
-    def peak_lr(self) -> float:
-        """``base_lr`` scaled by the effective batch (``batch * grad_acc * world``) / 256."""
-        base = float(self.hparams.base_lr)
-        if not getattr(self.hparams, "scale_lr_with_batch", True):
-            return base
-        world = 1
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            world = torch.distributed.get_world_size()
-        batch = int(self.hparams.batch_size) * max(1, int(self.grad_accumulation_factor)) * world
-        return base * batch / 256.0
-
-    def current_lr(self) -> float:
-        """Learning rate of the next optimiser step (warm-up, then cosine decay)."""
-        return cosine_schedule(
-            self.optimizer_step,
-            self.total_steps or 1,
-            self.peak_lr(),
-            float(getattr(self.hparams, "min_lr", 0.0)),
-            self.warmup_steps,
-        )
-
-    def on_fit_batch_start(self, batch, should_step):
-        """Set the learning rate of the coming optimiser step."""
-        if self.total_steps is None:
-            return
-        lr = self.current_lr()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-
-class DINOBrain(StepScheduleMixin, DistributedBrain):
+class DINOBrain(StepScheduledBrain):
     """Brain for DINO pre-training of an utterance-embedding trunk.
 
-    Expected ``modules``: ``student`` (:class:`DINOModel`); the teacher is a copy made here and
-    kept out of ``modules`` (it is not optimised), checkpointed as ``teacher``. Expected
-    ``hparams``: ``multicrop`` (:class:`lasersb.models.dino.MultiCrop`), ``dino_loss``
-    (:class:`lasersb.models.dino.DINOLoss`), ``epoch_counter``, ``base_lr`` (per 256
-    utterances), ``batch_size``, ``min_lr``, ``warmup_epochs`` (or ``warmup_steps``),
-    ``teacher_momentum``, ``final_teacher_momentum``, ``freeze_last_layer_epochs`` (or
-    ``freeze_last_layer_steps``),
-    ``output_folder``; optional ``augment`` (callable or list, applied to every crop),
-    ``total_steps``, ``train_logger``, ``tensorboard_logger``, ``valid_seed``.
+    Expected ``modules``: ``student`` (:class:`lasersb.models.dino.DINOModel`); the teacher is
+    a copy made here and kept out of ``modules`` (it is not optimised), checkpointed as
+    ``teacher``. Expected ``hparams`` (all of them; ``null`` where a value is optional): those
+    of :class:`~lasersb.brains.step_schedule.StepScheduledBrain`, ``multicrop``
+    (:class:`lasersb.models.dino.MultiCrop`), ``dino_loss`` (:class:`lasersb.models.dino.DINOLoss`),
+    ``teacher_momentum``, ``final_teacher_momentum``, ``freeze_last_layer_steps`` (null:
+    ``freeze_last_layer_epochs`` x steps per epoch), ``freeze_last_layer_epochs``,
+    ``weight_decay_skip_1d``, ``augment`` (callable or list applied to every training crop, or
+    null), ``valid_seed``, ``train_logger``, ``tensorboard_logger`` (or null),
+    ``num_checkpoints_to_keep`` and ``output_folder``.
     """
 
     def __init__(
         self, modules=None, opt_class=None, hparams=None, run_opts=None, checkpointer=None
     ):
         if modules is None or "student" not in modules:
-            raise ValueError("DINOBrain needs modules={'student': DINOModel(...)}")
+            raise ValueError(
+                "DINOBrain needs modules={'student': lasersb.models.dino.DINOModel(...)}"
+            )
         teacher = copy.deepcopy(modules["student"])
         super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
         self.teacher = teacher.to(self.device)
@@ -312,9 +90,9 @@ class DINOBrain(StepScheduleMixin, DistributedBrain):
         """Global and local crops of the batch, each augmented independently in training."""
         generator = None
         if stage != sb.Stage.TRAIN:
-            generator = torch.Generator().manual_seed(int(getattr(self.hparams, "valid_seed", 0)))
+            generator = torch.Generator().manual_seed(int(self.hparams.valid_seed))
         global_crops, local_crops = self.hparams.multicrop(wavs, wav_lens, generator=generator)
-        augment = getattr(self.hparams, "augment", None)
+        augment = self.hparams.augment
         if stage == sb.Stage.TRAIN and augment is not None:
             global_crops = fit_length(
                 apply_augmentation(augment, global_crops)[0], global_crops.shape[1]
@@ -370,9 +148,9 @@ class DINOBrain(StepScheduleMixin, DistributedBrain):
 
     def freeze_last_layer_steps(self) -> int:
         """Steps with a frozen prototype layer (``freeze_last_layer_steps`` or ``..._epochs``)."""
-        steps = getattr(self.hparams, "freeze_last_layer_steps", None)
+        steps = self.hparams.freeze_last_layer_steps
         if steps is None:
-            epochs = float(getattr(self.hparams, "freeze_last_layer_epochs", 0) or 0)
+            epochs = float(self.hparams.freeze_last_layer_epochs or 0)
             steps = round(epochs * (self.steps_per_epoch or 0))
         return int(steps)
 
@@ -407,11 +185,11 @@ class DINOBrain(StepScheduleMixin, DistributedBrain):
             self.optimizer_step - 1,
             self.total_steps or 1,
             float(self.hparams.teacher_momentum),
-            float(getattr(self.hparams, "final_teacher_momentum", 1.0)),
+            float(self.hparams.final_teacher_momentum),
         )
         ema_update_(self.teacher, self.unwrapped.student, momentum)
         self._terms["momentum"] = momentum
-        tb = getattr(self.hparams, "tensorboard_logger", None)
+        tb = self.hparams.tensorboard_logger
         if tb is not None and self.last_collapse is not None:  # log_stats: main only
             tb.log_stats(
                 stats_meta={"step": self.optimizer_step},
@@ -444,13 +222,13 @@ class DINOBrain(StepScheduleMixin, DistributedBrain):
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log the epoch; checkpoint at the end of each training epoch."""
         stats = self._stage_stats(stage_loss)
-        train_logger = getattr(self.hparams, "train_logger", None)
+        train_logger = self.hparams.train_logger
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
             if self.checkpointer is not None:
                 self.checkpointer.save_and_keep_only(
                     meta={"train_loss": stage_loss, "optimizer_step": self.optimizer_step},
-                    num_to_keep=int(getattr(self.hparams, "num_checkpoints_to_keep", 2)),
+                    num_to_keep=int(self.hparams.num_checkpoints_to_keep),
                     name=f"epoch-{epoch}",
                 )
             if getattr(self, "_no_valid", False) and train_logger is not None:

@@ -94,7 +94,7 @@ class LaserBrain(DistributedBrain):
     (:class:`lasersb.alignment.SoftDTWDivergence`, or SCORE's
     :class:`lasersb.alignment.LengthNormalised` of it), ``regulariser``
     (:class:`lasersb.alignment.TemporalRegulariser`), ``reg_alpha``, ``use_regulariser``,
-    ``lr_schedule`` (:class:`lasersb.brains.schedulers.WarmupSchedule`), ``output_folder``,
+    ``lr_schedule`` (:class:`lasersb.schedules.WarmupSchedule`), ``output_folder``,
     and optionally ``train_logger``, ``tensorboard_logger``, ``valid_seed``.
     """
 

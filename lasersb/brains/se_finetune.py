@@ -43,167 +43,24 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 from pathlib import Path
 
 import speechbrain as sb
 import torch
+from speechbrain.dataio.dataio import length_to_mask
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
+from lasersb.alignment.frame_losses import frame_mse, gather_frames, soft_dtw_frame_loss
+from lasersb.augment import speed_perturb, zero_pad_reference
 from lasersb.brains.base import DistributedBrain
+from lasersb.metrics.enhancement import si_snr
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "LOSSES",
-    "SEFinetuneBrain",
-    "frame_mse",
-    "gather_frames",
-    "si_snr",
-    "soft_dtw_frame_loss",
-]
 
 LOSSES = ("mse", "mse_zeropad", "softdtw")
 LOSS_CURVE = "loss_curve.csv"
 VALID_CURVE = "valid_curve.csv"
-
-
-# ---------------------------------------------------------------------- loss functions
-def frame_mse(
-    x: torch.Tensor, y: torch.Tensor, lens: torch.Tensor, feature_reduction: str = "sum"
-) -> torch.Tensor:
-    """Squared frame distance averaged over the first ``lens[b]`` frames, per utterance.
-
-    Parameters
-    ----------
-    x, y : torch.Tensor
-        ``(B, F, H)`` frame sequences (frames beyond ``lens`` are ignored).
-    lens : torch.Tensor
-        ``(B,)`` valid frame counts.
-    feature_reduction : str
-        ``"sum"``: ``||x_i - y_i||^2`` summed over the ``H`` dimensions (the SE paper's
-        SSL-MSE); ``"mean"``: divided by ``H``.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(B,)``.
-
-    Example
-    -------
-    >>> x, y = torch.zeros(2, 4, 3), torch.ones(2, 4, 3)
-    >>> y[1, 2:] = 5.0  # beyond lens[1]: ignored
-    >>> frame_mse(x, y, torch.tensor([4, 2])).tolist()
-    [3.0, 3.0]
-    >>> frame_mse(x, y, torch.tensor([4, 2]), feature_reduction="mean").tolist()
-    [1.0, 1.0]
-    """
-    _check_reduction(feature_reduction)
-    frames = min(x.shape[1], y.shape[1])
-    x, y = x[:, :frames], y[:, :frames]
-    lens = torch.as_tensor(lens, device=x.device).clamp(1, frames)
-    mask = (torch.arange(frames, device=x.device)[None] < lens[:, None]).to(x.dtype)
-    err = (x - y).pow(2).sum(dim=-1)
-    if feature_reduction == "mean":
-        err = err / x.shape[-1]
-    return (err * mask).sum(dim=1) / lens.to(x.dtype)
-
-
-def _check_reduction(feature_reduction):
-    if feature_reduction not in ("sum", "mean"):
-        raise ValueError(
-            f"feature_reduction must be 'sum' (the paper's ||x - x'||^2) or 'mean' (divided by "
-            f"the feature dimension), got {feature_reduction!r}."
-        )
-
-
-def gather_frames(x: torch.Tensor, offsets: torch.Tensor, frames: int) -> torch.Tensor:
-    """Frames ``offsets[b] .. offsets[b] + frames - 1`` of each sequence (clamped at the end).
-
-    Example
-    -------
-    >>> x = torch.arange(6.0).view(1, 6, 1).repeat(2, 1, 1)
-    >>> gather_frames(x, torch.tensor([0, 2]), 3)[..., 0].tolist()
-    [[0.0, 1.0, 2.0], [2.0, 3.0, 4.0]]
-    """
-    offsets = torch.as_tensor(offsets, device=x.device).long()
-    index = (torch.arange(frames, device=x.device)[None] + offsets[:, None]).clamp(
-        max=x.shape[1] - 1
-    )
-    return torch.gather(x, 1, index[..., None].expand(-1, -1, x.shape[-1]))
-
-
-def soft_dtw_frame_loss(
-    x, y, x_lens, y_lens, divergence, feature_reduction: str = "sum", length_norm: bool = False
-) -> torch.Tensor:
-    """Soft-DTW divergence between two SSL sequences, on the paper's frame distance by default.
-
-    Parameters
-    ----------
-    x, y : torch.Tensor
-        ``(B, N, H)`` and ``(B, M, H)``.
-    x_lens, y_lens : torch.Tensor
-        ``(B,)`` frame counts.
-    divergence : lasersb.alignment.SoftDTWDivergence
-        The soft-DTW divergence (its ``gamma``, distance, bandwidth).
-    feature_reduction : str
-        ``"sum"``: cell costs are the divergence's distance on the raw features (squared
-        Euclidean: ``||x_i - y_j||^2``, as the MSE losses); ``"mean"``: features are scaled by
-        ``1/sqrt(H)``, so a squared-Euclidean cell cost is a per-dimension MSE.
-    length_norm : bool
-        Divide each divergence by the mean of the two sequence lengths.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(B,)``.
-
-    Example
-    -------
-    >>> from lasersb.alignment import SoftDTWDivergence
-    >>> x = torch.randn(2, 6, 4)
-    >>> y = x.repeat_interleave(2, dim=1)  # the same content, twice slower
-    >>> loss = soft_dtw_frame_loss(x, y, torch.tensor([6, 6]), torch.tensor([12, 12]),
-    ...                            SoftDTWDivergence(gamma=0.01))
-    >>> bool(loss.abs().max() < 0.05)
-    True
-    """
-    _check_reduction(feature_reduction)
-    scale = 1.0 if feature_reduction == "sum" else 1.0 / math.sqrt(x.shape[-1])
-    x_lens = torch.as_tensor(x_lens, device=x.device).long()
-    y_lens = torch.as_tensor(y_lens, device=x.device).long()
-    value = divergence(x.float() * scale, y.float() * scale, x_lens, y_lens)
-    if length_norm:
-        value = value / (0.5 * (x_lens + y_lens).to(value.dtype))
-    return value
-
-
-def si_snr(estimate: torch.Tensor, target: torch.Tensor, lens=None, eps: float = 1e-8):
-    """Scale-invariant SNR (dB) per utterance over the valid samples.
-
-    Example
-    -------
-    >>> t = torch.randn(2, 1000)
-    >>> bool((si_snr(3 * t, t) > 60).all())  # a scaled copy: no distortion at all
-    True
-    >>> noisy = t + 0.1 * torch.randn(2, 1000)
-    >>> bool(((si_snr(noisy, t) - 20).abs() < 1.5).all())  # noise 20 dB below the signal
-    True
-    """
-    batch, total = target.shape
-    if lens is None:
-        mask = torch.ones_like(target)
-    else:
-        samples = torch.round(torch.as_tensor(lens, device=target.device) * total).long()
-        mask = (torch.arange(total, device=target.device)[None] < samples[:, None]).to(target)
-    estimate, target = estimate * mask, target * mask
-    count = mask.sum(1, keepdim=True).clamp(min=1)
-    estimate = (estimate - estimate.sum(1, keepdim=True) / count) * mask
-    target = (target - target.sum(1, keepdim=True) / count) * mask
-    proj = (estimate * target).sum(1, keepdim=True) / (target.pow(2).sum(1, keepdim=True) + eps)
-    signal = proj * target
-    noise = estimate - signal
-    return 10 * torch.log10((signal.pow(2).sum(1) + eps) / (noise.pow(2).sum(1) + eps))
 
 
 def _optional_metrics():
@@ -236,9 +93,10 @@ class SEFinetuneBrain(DistributedBrain):
     ``hidden_states`` indices), ``zeropad_fraction`` ([a, b]), ``zeropad_where``
     (start/end/random), ``ssl_hop`` (samples per SSL frame, 320), ``speed_factors``,
     ``soft_dtw`` (:class:`~lasersb.alignment.SoftDTWDivergence`), ``signal_loss_weight``,
-    ``output_folder``; optional ``lr_schedule`` (a :class:`lasersb.brains.schedulers`
-    schedule), ``valid_seed``, ``train_logger``, ``tensorboard_logger``,
-    ``num_checkpoints_to_keep``.
+    ``feature_reduction``, ``softdtw_length_norm``, ``lr_schedule`` (a
+    :class:`lasersb.schedules.WarmupSchedule`, or null), ``valid_seed``, ``train_logger``,
+    ``tensorboard_logger`` (or null), ``num_checkpoints_to_keep`` and ``output_folder``: all
+    of them (the YAML is the single source of truth).
 
     Batches carry ``noisy_sig`` and ``clean_sig`` (same lengths), as built by
     :func:`data_prep.noisy_prepare.noisy_dataset`.
@@ -246,7 +104,7 @@ class SEFinetuneBrain(DistributedBrain):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        loss = getattr(self.hparams, "loss", None)
+        loss = self.hparams.loss
         if loss not in LOSSES:
             raise ValueError(f"hparams 'loss' must be one of {LOSSES}, got {loss!r}.")
         upstream = self.modules.upstream
@@ -276,7 +134,7 @@ class SEFinetuneBrain(DistributedBrain):
         if stage == sb.Stage.TRAIN:
             return None  # the global RNG, saved in checkpoints by lasersb.checkpoints.RandomState
         generator = torch.Generator(device="cpu")
-        generator.manual_seed(int(getattr(self.hparams, "valid_seed", 1234)) + self.step)
+        generator.manual_seed(int(self.hparams.valid_seed) + self.step)
         return generator
 
     def reference(self, clean, lens, generator=None):
@@ -291,8 +149,6 @@ class SEFinetuneBrain(DistributedBrain):
         frame_offsets : torch.Tensor
             ``(B,)`` SSL frames before the content (zero-padding at the start), else zeros.
         """
-        from lasersb.augment import speed_perturb, zero_pad_reference
-
         loss = self.hparams.loss
         zeros = torch.zeros(clean.shape[0], dtype=torch.long)
         if loss == "mse":
@@ -337,7 +193,7 @@ class SEFinetuneBrain(DistributedBrain):
         """Per-utterance L1 between enhanced and clean waveforms over the valid samples."""
         total = clean.shape[1]
         samples = torch.round(lens * total).long().clamp(min=1)
-        mask = (torch.arange(total, device=clean.device)[None] < samples[:, None]).to(clean)
+        mask = length_to_mask(samples, max_len=total, dtype=clean.dtype)
         return ((enhanced - clean).abs() * mask).sum(1) / samples.to(clean.dtype)
 
     def compute_objectives(self, predictions, batch, stage):
@@ -346,7 +202,7 @@ class SEFinetuneBrain(DistributedBrain):
         clean, _ = batch.clean_sig
         ref, ref_lens, offsets = self.reference(clean, lens, self._generator(stage))
         loss = self.representation_loss(enhanced, lens, ref, ref_lens, offsets)
-        weight = float(getattr(self.hparams, "signal_loss_weight", 0.0) or 0.0)
+        weight = float(self.hparams.signal_loss_weight or 0.0)
         if weight > 0:
             loss = loss + weight * self.signal_loss(enhanced, clean, lens)
         if not torch.isfinite(loss).all():
@@ -396,7 +252,7 @@ class SEFinetuneBrain(DistributedBrain):
             raise ValueError("The enhancer has no trainable parameters.")
         self.optimizer = self.opt_class(params)
         self.optimizers_dict = {"optimizer": self.optimizer}
-        schedule = getattr(self.hparams, "lr_schedule", None)
+        schedule = self.hparams.lr_schedule
         if schedule is not None:
             schedule.attach(self.optimizer)
         if self.checkpointer is not None:
@@ -407,7 +263,7 @@ class SEFinetuneBrain(DistributedBrain):
     def on_fit_start(self):
         """Recover the latest checkpoint and re-apply the schedule's learning rate."""
         super().on_fit_start()
-        schedule = getattr(self.hparams, "lr_schedule", None)
+        schedule = self.hparams.lr_schedule
         if schedule is not None:
             schedule._apply(self.optimizer)
         # Steps already in the loss curve after a resume are dropped and re-logged.
@@ -442,7 +298,7 @@ class SEFinetuneBrain(DistributedBrain):
         """Advance the schedule and log the step's loss (``loss_curve.csv``, TensorBoard)."""
         if not should_step:
             return
-        schedule = getattr(self.hparams, "lr_schedule", None)
+        schedule = self.hparams.lr_schedule
         if schedule is not None:
             schedule.step(self.optimizer)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -450,7 +306,7 @@ class SEFinetuneBrain(DistributedBrain):
         self._append_curve(
             LOSS_CURVE, ["step", "loss", "lr"], [self.optimizer_step, f"{value:.6g}", f"{lr:.6g}"]
         )
-        tb = getattr(self.hparams, "tensorboard_logger", None)
+        tb = self.hparams.tensorboard_logger
         if tb is not None:  # log_stats runs on the main process only (and syncs all)
             tb.log_stats(stats_meta={"step": self.optimizer_step},
                          train_stats={"loss": float(loss.detach()), "lr": lr})  # fmt: skip
@@ -474,7 +330,7 @@ class SEFinetuneBrain(DistributedBrain):
             return
         stats = self.summary()
         stats["loss"] = stage_loss
-        logger_ = getattr(self.hparams, "train_logger", None)
+        logger_ = self.hparams.train_logger
         if stage == sb.Stage.VALID:
             self.valid_stats = stats
             self._append_curve(
@@ -492,7 +348,7 @@ class SEFinetuneBrain(DistributedBrain):
                     meta={"ssl_mse": stats.get("ssl_mse", stage_loss),
                           "optimizer_step": self.optimizer_step},
                     min_keys=["ssl_mse"],
-                    num_to_keep=int(getattr(self.hparams, "num_checkpoints_to_keep", 2)),
+                    num_to_keep=int(self.hparams.num_checkpoints_to_keep),
                 )  # fmt: skip
         else:
             self.test_stats = stats

@@ -20,21 +20,22 @@ import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process
 from torch import nn
 
-from lasersb.brains.base import DistributedBrain
-from lasersb.brains.dino import StepScheduleMixin, apply_augmentation, fit_length
+from lasersb.augment.chain import apply_augmentation
+from lasersb.augment.speed import fit_length
+from lasersb.brains.step_schedule import StepScheduledBrain
 from lasersb.models.dino import save_embedding_model
 
 logger = logging.getLogger(__name__)
 
 
-def set_angular_margin(loss_module: nn.Module, margin: float) -> None:
+def _set_angular_margin(loss_module: nn.Module, margin: float) -> None:
     """Change the margin of an ``AdditiveAngularMargin`` (wrapped or not) in place.
 
     Example
     -------
     >>> from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
     >>> loss = LogSoftmaxWrapper(AdditiveAngularMargin(margin=0.2, scale=30))
-    >>> set_angular_margin(loss, 0.1)
+    >>> _set_angular_margin(loss, 0.1)
     >>> round(loss.loss_fn.margin, 3), round(loss.loss_fn.cos_m, 4)
     (0.1, 0.995)
     """
@@ -48,23 +49,23 @@ def set_angular_margin(loss_module: nn.Module, margin: float) -> None:
     aam.mm = math.sin(math.pi - margin) * margin
 
 
-class XvectorBrain(StepScheduleMixin, DistributedBrain):
+class XvectorBrain(StepScheduledBrain):
     """Supervised speaker-embedding training with AAM-softmax.
 
     Expected ``modules``: ``embedding_model`` (``(wavs, rel_lens) -> (B, D)``) and
     ``classifier`` (``(B, 1, D) -> (B, 1, n_speakers)`` cosines, e.g. SpeechBrain's
-    ``ECAPA_TDNN.Classifier``). Expected ``hparams``: ``aam_loss``, ``margin``,
-    ``margin_warmup_epochs`` (or ``margin_warmup_steps``), ``epoch_counter``, ``base_lr``
-    (per 256 utterances), ``batch_size``, ``min_lr``, ``warmup_epochs`` (or
-    ``warmup_steps``), ``output_folder``; optional ``augment``, ``total_steps``,
-    ``train_logger``, ``tensorboard_logger``.
+    ``ECAPA_TDNN.Classifier``). Expected ``hparams`` (all of them; ``null`` where a value is
+    optional): those of :class:`~lasersb.brains.step_schedule.StepScheduledBrain`,
+    ``aam_loss``, ``margin``, ``margin_warmup_steps`` (null: ``margin_warmup_epochs`` x steps
+    per epoch), ``margin_warmup_epochs``, ``augment`` (or null), ``train_logger``,
+    ``tensorboard_logger`` (or null), ``num_checkpoints_to_keep`` and ``output_folder``.
     """
 
     def compute_forward(self, batch, stage):
         """Augmented segments (training) -> embeddings -> cosine logits."""
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        augment = getattr(self.hparams, "augment", None)
+        augment = self.hparams.augment
         if stage == sb.Stage.TRAIN and augment is not None:
             wavs = fit_length(apply_augmentation(augment, wavs, wav_lens)[0], wavs.shape[1])
         embeddings = self.modules.embedding_model(wavs, wav_lens)
@@ -76,7 +77,7 @@ class XvectorBrain(StepScheduleMixin, DistributedBrain):
         if stage == sb.Stage.TRAIN:
             warmup = self.margin_warmup_steps()
             frac = 1.0 if warmup <= 0 else min(1.0, self.optimizer_step / warmup)
-            set_angular_margin(self.hparams.aam_loss, frac * float(self.hparams.margin))
+            _set_angular_margin(self.hparams.aam_loss, frac * float(self.hparams.margin))
         loss = self.hparams.aam_loss(predictions.float(), targets)
         predicted = predictions.squeeze(1).argmax(dim=-1)
         self._terms["errors"] += int((predicted != targets.view(-1)).sum())
@@ -85,9 +86,9 @@ class XvectorBrain(StepScheduleMixin, DistributedBrain):
 
     def margin_warmup_steps(self) -> int:
         """Steps of the margin warm-up (``margin_warmup_steps`` or ``margin_warmup_epochs``)."""
-        steps = getattr(self.hparams, "margin_warmup_steps", None)
+        steps = self.hparams.margin_warmup_steps
         if steps is None:
-            epochs = float(getattr(self.hparams, "margin_warmup_epochs", 0) or 0)
+            epochs = float(self.hparams.margin_warmup_epochs or 0)
             steps = round(epochs * (self.steps_per_epoch or 0))
         return int(steps)
 
@@ -113,7 +114,7 @@ class XvectorBrain(StepScheduleMixin, DistributedBrain):
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Per-step TensorBoard logging."""
-        tb = getattr(self.hparams, "tensorboard_logger", None)
+        tb = self.hparams.tensorboard_logger
         if should_step and tb is not None:  # log_stats: main process only, syncs all
             tb.log_stats(
                 stats_meta={"step": self.optimizer_step},
@@ -133,7 +134,7 @@ class XvectorBrain(StepScheduleMixin, DistributedBrain):
             "loss": stage_loss,
             "error_rate": self._terms["errors"] / max(1, self._terms["count"]),
         }
-        train_logger = getattr(self.hparams, "train_logger", None)
+        train_logger = self.hparams.train_logger
         meta = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]} if epoch else {}
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
@@ -155,7 +156,7 @@ class XvectorBrain(StepScheduleMixin, DistributedBrain):
         if self.checkpointer is not None:
             self.checkpointer.save_and_keep_only(
                 meta={"loss": stats["loss"], "optimizer_step": self.optimizer_step},
-                num_to_keep=int(getattr(self.hparams, "num_checkpoints_to_keep", 2)),
+                num_to_keep=int(self.hparams.num_checkpoints_to_keep),
             )
 
     def fit(self, epoch_counter, train_set, valid_set=None, progressbar=None, **kwargs):

@@ -19,7 +19,7 @@ module measures that on any upstream, with utterances cropped to one common leng
   component; it should be small against ``unrelated_aligned``.
 
 Each quantity is given for the frame-wise MSE and for the soft-DTW loss of the SE recipe
-(:func:`lasersb.brains.se_finetune.soft_dtw_frame_loss`), which needs no frame correspondence.
+(:func:`lasersb.alignment.frame_losses.soft_dtw_frame_loss`), which needs no frame correspondence.
 
 Command line (markdown table on stdout, JSON with ``--out``)::
 
@@ -57,7 +57,7 @@ def _mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def _softdtw(x: torch.Tensor, y: torch.Tensor, gamma: float) -> torch.Tensor:
     from lasersb.alignment import SoftDTWDivergence
-    from lasersb.brains.se_finetune import soft_dtw_frame_loss
+    from lasersb.alignment.frame_losses import soft_dtw_frame_loss
 
     lens_x = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
     lens_y = torch.full((y.shape[0],), y.shape[1], dtype=torch.long)

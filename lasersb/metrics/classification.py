@@ -11,14 +11,17 @@ For binary detection (ADReSS: control ``cc`` = 0, dementia ``cd`` = 1) the F1 of
 class is reported with its precision and recall, plus the macro F1 over both classes.
 :func:`classification_report` gathers everything for one evaluation, and
 :func:`summarise_folds` / :func:`folds_markdown_table` aggregate cross-validation folds
-(mean and standard deviation).
+(mean and standard deviation); :func:`aggregate_posteriors` averages utterance posteriors per
+group (e.g. the chunks of one ADReSS subject) before scoring.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
+from sklearn import metrics as sk_metrics
 
 __all__ = [
     "confusion_matrix",
@@ -30,6 +33,7 @@ __all__ = [
     "classification_report",
     "summarise_folds",
     "folds_markdown_table",
+    "aggregate_posteriors",
 ]
 
 
@@ -72,9 +76,8 @@ def confusion_matrix(targets, predictions, num_classes: int | None = None) -> np
     num_classes = seen if num_classes is None else int(num_classes)
     if seen > num_classes:
         raise ValueError(f"class index {seen - 1} out of range for num_classes={num_classes}")
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (targets, predictions), 1)
-    return matrix
+    labels = np.arange(num_classes)
+    return sk_metrics.confusion_matrix(targets, predictions, labels=labels).astype(np.int64)
 
 
 def weighted_accuracy(targets, predictions) -> float:
@@ -85,9 +88,10 @@ def weighted_accuracy(targets, predictions) -> float:
     >>> weighted_accuracy([0, 0, 0, 1], [0, 0, 0, 0])
     0.75
     """
-    matrix = confusion_matrix(targets, predictions)
-    total = matrix.sum()
-    return float(np.trace(matrix) / total) if total else float("nan")
+    targets = _as_labels(targets, "targets")
+    predictions = _as_labels(predictions, "predictions")
+    confusion_matrix(targets, predictions)  # checks the lengths
+    return float(sk_metrics.accuracy_score(targets, predictions)) if targets.size else float("nan")
 
 
 def unweighted_accuracy(targets, predictions, num_classes: int | None = None) -> float:
@@ -98,17 +102,23 @@ def unweighted_accuracy(targets, predictions, num_classes: int | None = None) ->
     >>> unweighted_accuracy([0, 0, 0, 1], [0, 0, 0, 0])
     0.5
     """
-    matrix = confusion_matrix(targets, predictions, num_classes)
-    support = matrix.sum(axis=1)
-    present = support > 0
-    if not present.any():
+    targets = _as_labels(targets, "targets")
+    predictions = _as_labels(predictions, "predictions")
+    confusion_matrix(targets, predictions, num_classes)  # checks lengths and indices
+    if not targets.size:
         return float("nan")
-    recalls = np.diag(matrix)[present] / support[present]
-    return float(recalls.mean())
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": expected here
+        warnings.simplefilter("ignore", UserWarning)
+        return float(sk_metrics.balanced_accuracy_score(targets, predictions))
 
 
 def precision_recall_f1(targets, predictions, positive: int = 1) -> tuple[float, float, float]:
     """Precision, recall and F1 of class ``positive`` (0 where undefined, as scikit-learn).
+
+    Kept instead of ``sklearn.metrics.precision_recall_fscore_support``: its F1,
+    ``2tp / (2tp + fp + fn)``, differs from our ``2PR / (P + R)`` in the last bit (up to 1.1e-16,
+    535 of 2,000 random cases), which would change the published ``results.json``; the values
+    agree to 1e-15 (``tests/test_dependency_equivalence.py``).
 
     Example
     -------
@@ -272,3 +282,48 @@ def folds_markdown_table(reports, fold_names=None, keys=("ua", "wa"), percent=Tr
     )
     lines.append(f"| mean ± std | {cells} |")
     return "\n".join(lines)
+
+
+def aggregate_posteriors(predictions: dict, groups: dict) -> dict:
+    """Average utterance posteriors per group (e.g. the ADReSS chunks of one subject).
+
+    Arguments
+    ---------
+    predictions : dict
+        ``{"ids": [...], "targets": [...], "probs": [[...], ...]}`` as produced by
+        :meth:`lasersb.brains.utterance_classifier.EmbeddingClassifierBrain.evaluate`
+        (``brain.test_predictions``).
+    groups : dict
+        ``{utterance id: group id}``; utterances missing from it are their own group.
+
+    Returns
+    -------
+    dict
+        The same structure with one entry per group (the group's target is that of its first
+        utterance; all utterances of a group must share it).
+
+    Example
+    -------
+    >>> preds = {"ids": ["a-0", "a-1", "b-0"], "targets": [1, 1, 0],
+    ...          "probs": [[0.2, 0.8], [0.6, 0.4], [0.9, 0.1]]}
+    >>> out = aggregate_posteriors(preds, {"a-0": "a", "a-1": "a", "b-0": "b"})
+    >>> out["ids"], out["targets"], [[round(p, 2) for p in row] for row in out["probs"]]
+    (['a', 'b'], [1, 0], [[0.4, 0.6], [0.9, 0.1]])
+    """
+    order, sums, counts, targets = [], {}, {}, {}
+    for uid, target, probs in zip(predictions["ids"], predictions["targets"], predictions["probs"]):
+        group = groups.get(uid, uid)
+        if group not in sums:
+            order.append(group)
+            sums[group] = [0.0] * len(probs)
+            counts[group] = 0
+            targets[group] = int(target)
+        elif targets[group] != int(target):
+            raise ValueError(f"Utterances of group {group!r} have different targets.")
+        sums[group] = [s + float(p) for s, p in zip(sums[group], probs)]
+        counts[group] += 1
+    return {
+        "ids": order,
+        "targets": [targets[g] for g in order],
+        "probs": [[s / counts[g] for s in sums[g]] for g in order],
+    }

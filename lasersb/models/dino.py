@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lasersb.models.resnet import SpeakerEmbeddingModel
+from lasersb.schedules import cosine_schedule
 
 CHECKPOINT_FORMAT = "lasersb.speaker_embedding/1"
 CHECKPOINT_NAME = "embedding_model.ckpt"
@@ -107,6 +108,40 @@ class DINOHead(nn.Module):
         """``(N, in_dim)`` embeddings -> ``(N, out_dim)`` logits (cosines to the prototypes)."""
         x = F.normalize(self.mlp(x), dim=-1, p=2)
         return self.last_layer(x)
+
+
+class DINOModel(nn.Module):
+    """Trunk + DINO head applied to groups of crops of different lengths in one call.
+
+    Keeping the student in one module means one forward per step (what DDP expects).
+
+    Arguments
+    ---------
+    embedding_model : lasersb.models.resnet.SpeakerEmbeddingModel
+        ``(wavs, rel_lens) -> (B, D)``.
+    head : lasersb.models.dino.DINOHead
+        ``(N, D) -> (N, K)``.
+
+    Example
+    -------
+    >>> from lasersb.models.resnet import SpeakerEmbeddingModel
+    >>> model = DINOModel(SpeakerEmbeddingModel(embedding_dim=8, n_mels=16, base_channels=4,
+    ...                   num_blocks=(1, 1, 1, 1)), DINOHead(8, 32, 16, 8))
+    >>> model([torch.randn(4, 3200), torch.randn(6, 1600)]).shape
+    torch.Size([10, 32])
+    """
+
+    def __init__(self, embedding_model: nn.Module, head: nn.Module):
+        super().__init__()
+        self.embedding_model = embedding_model
+        self.head = head
+
+    def forward(self, crop_groups) -> torch.Tensor:
+        """Logits ``(sum N_i, K)`` of crop groups ``[(N_i, T_i) waveforms, ...]`` (full length)."""
+        embeddings = [
+            self.embedding_model(crops, None) for crops in crop_groups if crops is not None
+        ]
+        return self.head(torch.cat(embeddings, dim=0))
 
 
 def _all_reduce_sum_(tensor: torch.Tensor) -> int:
@@ -264,29 +299,6 @@ def collapse_statistics(teacher_probs: torch.Tensor) -> dict:
 
 
 # ---------------------------------------------------------------------------- schedules / EMA
-def cosine_schedule(
-    step: int,
-    total_steps: int,
-    base_value: float,
-    final_value: float,
-    warmup_steps: int = 0,
-    start_warmup_value: float = 0.0,
-) -> float:
-    """DINO's schedule: linear warm-up, then cosine from ``base_value`` to ``final_value``.
-
-    Example
-    -------
-    >>> [round(cosine_schedule(s, 10, 1.0, 0.0, warmup_steps=2), 3) for s in (0, 1, 2, 6, 10)]
-    [0.0, 0.5, 1.0, 0.5, 0.0]
-    """
-    step, total_steps, warmup_steps = int(step), max(1, int(total_steps)), int(warmup_steps)
-    if warmup_steps > 0 and step < warmup_steps:
-        return start_warmup_value + (base_value - start_warmup_value) * step / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, max(0.0, (step - warmup_steps) / span))
-    return final_value + 0.5 * (base_value - final_value) * (1 + math.cos(math.pi * progress))
-
-
 def teacher_momentum(step: int, total_steps: int, base: float = 0.996, final: float = 1.0):
     """EMA momentum of the teacher: ``base`` -> ``final`` on a cosine schedule.
 

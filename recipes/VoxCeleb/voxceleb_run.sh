@@ -110,7 +110,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
             log "Stage 3: $name already scored ($out/results.md)"
         else
             log "Stage 3: embeddings and scoring of $name"
-            python -m lasersb.speaker_scoring --model "$exp/embedding_model.ckpt" \
+            python -m lasersb.metrics.trial_scoring --model "$exp/embedding_model.ckpt" \
                 --trials "$trials" --wav-folder "$data_folder/wav" --output "$out" \
                 --cohort-csv "$exp/manifests/train.csv" --name "$method" --device "$device" \
                 "${score_args[@]}"

@@ -24,19 +24,22 @@ from pathlib import Path
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from data_prep.adress_prepare import prepare_adress
-from lasersb.brains.utterance_classifier import (
-    aggregate_posteriors,
-    fit_and_test,
-    transfer_settings,
-)
+from lasersb.brains.utterance_classifier import EmbeddingClassifierBrain
+from lasersb.data.classification import classification_dataset
+from lasersb.data.pipelines import dataloader_options
 from lasersb.experiment import setup_experiment
-from lasersb.metrics.classification import classification_report
+from lasersb.metrics.classification import aggregate_posteriors, classification_report
 
 logger = logging.getLogger(__name__)
 
 
 def prepare(hparams):
-    """Write the train/test manifests (main process only); return their paths."""
+    """Write the train/test manifests (main process only); return their paths.
+
+    The corpus-specific part of the recipe (``data_prep/adress_prepare.py``): the full-wave
+    recordings (or, with ``use_chunks``, the normalised chunks with their ``subject``) of the
+    challenge's train and test speakers.
+    """
     kwargs = {
         "data_folder": hparams["data_folder"],
         "save_folder": hparams["manifest_folder"],
@@ -45,8 +48,18 @@ def prepare(hparams):
         "sample_rate": hparams["sample_rate"],
         "num_workers": hparams["prep_num_workers"],
     }
-    run_on_main(prepare_adress, kwargs=kwargs)
-    return prepare_adress(**kwargs)
+    return run_on_main(prepare_adress, kwargs=kwargs)  # the result reaches every process
+
+
+def build_datasets(hparams, manifests):
+    """Audio + class-index pipelines; the test set sorted by duration (less padding)."""
+    classes, sample_rate = hparams["classes"], hparams["sample_rate"]
+    return {
+        "train": classification_dataset(manifests["train"], classes, sample_rate=sample_rate),
+        "test": classification_dataset(
+            manifests["test"], classes, sample_rate=sample_rate, sort="ascending"
+        ),
+    }
 
 
 def subject_report(predictions, manifest, classes):
@@ -74,16 +87,48 @@ def main(argv):
     """Prepare, fine-tune, test; see the module docstring. Returns the results dict."""
     hparams, run_opts = setup_experiment(argv)
     manifests = prepare(hparams)
-    classes = hparams["classes"]
-    brain, report = fit_and_test(hparams, run_opts, manifests)
+    datasets = build_datasets(hparams, manifests)
+    brain = EmbeddingClassifierBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.fit(  # resumes from the last checkpoint
+        hparams["epoch_counter"],
+        datasets["train"],
+        train_loader_kwargs=dataloader_options(
+            datasets["train"],
+            batch_size=hparams["batch_size"],
+            shuffle=True,
+            num_workers=hparams["num_workers"],
+            seed=hparams["seed"],
+        ),
+    )
+    report = brain.evaluate(
+        datasets["test"],
+        test_loader_kwargs=dataloader_options(
+            datasets["test"], batch_size=hparams["eval_batch_size"]
+        ),
+    )
     if hparams["use_chunks"]:
-        report = subject_report(brain.test_predictions, manifests["test"], classes)
+        report = subject_report(brain.test_predictions, manifests["test"], hparams["classes"])
     results = {
         key: report[key] for key in ("accuracy", "f1", "precision", "recall", "macro_f1", "ua")
     }
     results["num_test_subjects"] = report["num_utterances"]
-    results.update(transfer_settings(hparams))
-    results.update({"use_chunks": hparams["use_chunks"], "report": report})
+    results.update(
+        {
+            "schedule": hparams["schedule"],
+            "chunk_seconds": hparams["chunk_seconds"],
+            "eval_chunk_seconds": hparams["eval_chunk_seconds"],
+            "embedding_source": hparams["embedding_model"].checkpoint_meta.get("source", "unknown"),
+            "embedding_checkpoint": str(hparams["embedding_checkpoint"]),
+            "use_chunks": hparams["use_chunks"],
+            "report": report,
+        }
+    )
     output_folder = Path(hparams["output_folder"])
     if if_main_process():
         brain.save_predictions(output_folder / "predictions.csv")

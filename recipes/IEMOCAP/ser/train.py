@@ -27,8 +27,10 @@ import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from data_prep.iemocap_prepare import prepare_iemocap
-from lasersb.brains.utterance_classifier import fit_and_test, transfer_settings
+from lasersb.brains.utterance_classifier import EmbeddingClassifierBrain
 from lasersb.config import hparam_value
+from lasersb.data.classification import classification_dataset
+from lasersb.data.pipelines import dataloader_options
 from lasersb.experiment import setup_experiment
 from lasersb.metrics.classification import folds_markdown_table, summarise_folds
 
@@ -39,7 +41,12 @@ RESULTS = "results.json"
 
 
 def prepare(hparams):
-    """Write the per-session / per-fold manifests (main process only); return their paths."""
+    """Write the per-session / per-fold manifests (main process only); return their paths.
+
+    The corpus-specific part of the recipe (``data_prep/iemocap_prepare.py``): the utterances
+    of the four emotions (``excited`` merged into ``happy`` with ``merge_excited``), one
+    train/test manifest pair per left-out session.
+    """
     kwargs = {
         "data_folder": hparams["data_folder"],
         "save_folder": hparams["manifest_folder"],
@@ -48,8 +55,18 @@ def prepare(hparams):
         "sample_rate": hparams["sample_rate"],
         "num_workers": hparams["prep_num_workers"],
     }
-    run_on_main(prepare_iemocap, kwargs=kwargs)
-    return prepare_iemocap(**kwargs)
+    return run_on_main(prepare_iemocap, kwargs=kwargs)  # the result reaches every process
+
+
+def build_datasets(hparams, manifests):
+    """Audio + class-index pipelines; the test set sorted by duration (less padding)."""
+    classes, sample_rate = hparams["classes"], hparams["sample_rate"]
+    return {
+        "train": classification_dataset(manifests["train"], classes, sample_rate=sample_rate),
+        "test": classification_dataset(
+            manifests["test"], classes, sample_rate=sample_rate, sort="ascending"
+        ),
+    }
 
 
 def run_fold(argv):
@@ -60,15 +77,42 @@ def run_fold(argv):
     if results_path.is_file():
         logger.info("Fold %d already done: %s", fold, results_path)
         return json.loads(results_path.read_text(encoding="utf-8"))
-    manifests = prepare(hparams)["folds"][fold]
-    brain, report = fit_and_test(hparams, run_opts, manifests)
+    datasets = build_datasets(hparams, prepare(hparams)["folds"][fold])
+    brain = EmbeddingClassifierBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.fit(  # resumes from the last checkpoint
+        hparams["epoch_counter"],
+        datasets["train"],
+        train_loader_kwargs=dataloader_options(
+            datasets["train"],
+            batch_size=hparams["batch_size"],
+            shuffle=True,
+            num_workers=hparams["num_workers"],
+            seed=hparams["seed"],
+        ),
+    )
+    report = brain.evaluate(
+        datasets["test"],
+        test_loader_kwargs=dataloader_options(
+            datasets["test"], batch_size=hparams["eval_batch_size"]
+        ),
+    )
     results = {
         "fold": fold,
         "test_session": fold,
         "ua": report["ua"],
         "wa": report["wa"],
         "macro_f1": report["macro_f1"],
-        **transfer_settings(hparams),
+        "schedule": hparams["schedule"],
+        "chunk_seconds": hparams["chunk_seconds"],
+        "eval_chunk_seconds": hparams["eval_chunk_seconds"],
+        "embedding_source": hparams["embedding_model"].checkpoint_meta.get("source", "unknown"),
+        "embedding_checkpoint": str(hparams["embedding_checkpoint"]),
         "report": report,
     }
     if if_main_process():

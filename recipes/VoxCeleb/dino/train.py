@@ -18,24 +18,43 @@ in ``<output_folder>/eval/<trials>/``. A killed run resumes from its last checkp
 import logging
 import sys
 
-from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.distributed import if_main_process, run_on_main
 
+from data_prep.voxceleb_prepare import prepare_voxceleb
 from lasersb.brains.dino import DINOBrain
+from lasersb.data.speakers import speaker_dataset, speaker_train_loader
 from lasersb.experiment import setup_experiment
-from lasersb.speaker_scoring import (
-    prepare_speaker_manifests,
-    score_trial_lists,
-    speaker_dataset,
-    speaker_train_loader,
-)
+from lasersb.metrics.trial_scoring import score_trial_lists
 
 logger = logging.getLogger(__name__)
+
+
+def prepare(hparams):
+    """Write the manifests and trial lists (main process only); return their paths.
+
+    The corpus-specific part of the recipe: ``data_prep/voxceleb_prepare.py`` (VoxCeleb1/2
+    training speakers minus the test speakers, a ``dev_fraction`` of held-out utterances).
+    """
+    kwargs = {
+        "data_folder": hparams["data_folder"],
+        "save_folder": hparams["manifest_folder"],
+        "vox2_folder": hparams["vox2_folder"],
+        "trial_lists": hparams["trial_lists"],
+        "meta_file": hparams["meta_file"],
+        "use_vox1_dev": hparams["use_vox1_dev"],
+        "dev_fraction": hparams["dev_fraction"],
+        "min_duration": hparams["min_duration"],
+        "convert_m4a": hparams["convert_m4a"],
+        "skip_bad_files": hparams["skip_bad_files"],
+        "num_workers": hparams["prep_num_workers"],
+    }
+    return run_on_main(prepare_voxceleb, kwargs=kwargs)  # the result reaches every process
 
 
 def main(argv):
     """Prepare, pre-train, export, score; see the module docstring."""
     hparams, run_opts = setup_experiment(argv)
-    manifests = prepare_speaker_manifests(hparams)
+    manifests = prepare(hparams)
     train_data = speaker_dataset(
         manifests["train"],
         segment_seconds=hparams["segment_seconds"],

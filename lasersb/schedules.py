@@ -1,4 +1,12 @@
-"""Step-based learning-rate schedules shared by the Brains (checkpointable state)."""
+"""Learning-rate schedules of the Brains: the one schedule module of lasersb.
+
+- :class:`WarmupSchedule`: a checkpointable multiplier (linear warm-up, then constant, linear or
+  cosine decay) that LASER, the adapters and SE fine-tuning build in their YAML
+  (``!new:lasersb.schedules.WarmupSchedule``).
+- :func:`cosine_schedule`: DINO's value schedule (linear warm-up, cosine to a final value), for
+  the step-scheduled speaker Brains (:class:`lasersb.brains.step_schedule.StepScheduledBrain`),
+  the per-stage schedule of the utterance-classifier transfer and the DINO teacher momentum.
+"""
 
 from __future__ import annotations
 
@@ -125,3 +133,26 @@ class WarmupSchedule:
     def _load(self, path, end_of_epoch=False):
         del end_of_epoch
         self.num_steps = int(torch.load(path, weights_only=True)["num_steps"])
+
+
+def cosine_schedule(
+    step: int,
+    total_steps: int,
+    base_value: float,
+    final_value: float,
+    warmup_steps: int = 0,
+    start_warmup_value: float = 0.0,
+) -> float:
+    """DINO's schedule: linear warm-up, then cosine from ``base_value`` to ``final_value``.
+
+    Example
+    -------
+    >>> [round(cosine_schedule(s, 10, 1.0, 0.0, warmup_steps=2), 3) for s in (0, 1, 2, 6, 10)]
+    [0.0, 0.5, 1.0, 0.5, 0.0]
+    """
+    step, total_steps, warmup_steps = int(step), max(1, int(total_steps)), int(warmup_steps)
+    if warmup_steps > 0 and step < warmup_steps:
+        return start_warmup_value + (base_value - start_warmup_value) * step / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, max(0.0, (step - warmup_steps) / span))
+    return final_value + 0.5 * (base_value - final_value) * (1 + math.cos(math.pi * progress))
