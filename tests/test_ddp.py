@@ -1,8 +1,10 @@
 """Every registered recipe under ``torchrun --nproc_per_node=2`` (gloo, on the CPU).
 
 For each ``mode: run`` entry of ``recipes/registry.yaml`` (its debug overrides, a couple of
-steps), the recipe runs as a user runs it on several GPUs: ``torchrun --nproc_per_node=2
-recipes/<...>/train.py <hparams> ... --distributed_backend=gloo``. A small wrapper (test
+steps; ``ddp_variants`` add runs with another hparams file or overrides: LASER with WavLM and in
+adapters mode, SE with each of its three losses), the recipe runs as a user runs it on
+several GPUs: ``torchrun --nproc_per_node=2 recipes/<...>/train.py <hparams> ...
+--distributed_backend=gloo``. A small wrapper (test
 instrumentation only) records, per rank, every file the process writes under the output folder
 and, after each ``fit``, the trained parameters and the optimiser step. Checked:
 
@@ -38,7 +40,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_recipe_registry import REPO, RUN_ENTRIES, as_argv, check_outputs, placeholders
+from test_recipe_registry import ENTRIES, REPO, RUN_ENTRIES, as_argv, check_outputs, placeholders
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo not built")
 
@@ -156,7 +158,27 @@ def configured_steps(entry: dict) -> int | None:
     return None
 
 
-DDP_ENTRIES = [e for e in RUN_ENTRIES if not e.get("ddp_skip")]
+def ddp_cases(entries: list[dict]) -> list[dict]:
+    """The run entries, plus one entry per ``ddp_variants`` item (another file or overrides)."""
+    cases = []
+    for entry in entries:
+        if entry.get("ddp_skip"):
+            continue
+        cases.append(entry)
+        for variant in entry.get("ddp_variants") or []:
+            overrides = {**entry["overrides"], **(variant.get("overrides") or {})}
+            cases.append(
+                {
+                    **entry,
+                    "name": f"{entry['name']}-{variant['name']}",
+                    "hparams": variant.get("hparams", entry["hparams"]),
+                    "overrides": overrides,
+                }
+            )
+    return cases
+
+
+DDP_ENTRIES = ddp_cases(RUN_ENTRIES)
 
 
 @pytest.mark.slow
@@ -212,6 +234,15 @@ def test_registered_recipe_two_process_ddp(entry, mini_corpus, tiny_upstreams, t
             after = json.loads((out / name).read_text())
             for key in keys:
                 assert after[key] == before[name][key], f"{name}[{key}]: 1 process != 2"
+
+
+def test_ddp_variants_are_registered_files():
+    variants = [c for c in DDP_ENTRIES if "-" in c["name"]]
+    assert {"laser_mini-wavlm", "laser_mini-adapters", "se_mse_zeropad_mini-softdtw"} <= {
+        c["name"] for c in variants
+    }
+    registered = {e["hparams"] for e in ENTRIES}
+    assert all(c["hparams"] in registered for c in variants)
 
 
 def test_configured_steps_reads_the_registry():

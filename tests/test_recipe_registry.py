@@ -42,6 +42,7 @@ FIELDS = {
     "tested_by",
     "ddp_steps",
     "ddp_overrides",
+    "ddp_variants",
     "ddp_single_process_eval",
     "ddp_shared_writes",
     "ddp_no_fit",
