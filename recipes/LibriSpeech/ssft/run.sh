@@ -125,7 +125,7 @@ qbe_skipped=""
 if [ -z "$quesst_folder" ]; then
     case " $tasks " in
         *" qbe "*)
-            qbe_skipped="no --quesst_folder given (the extracted quesst14Database/); QbE left out"
+            qbe_skipped="no --quesst_folder given (give the extracted quesst14Database/ to evaluate QbE)"
             tasks=$(echo " $tasks " | sed 's/ qbe / /g; s/^ *//; s/ *$//')
             ;;
     esac
@@ -206,7 +206,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
                 --data_folder="$data_folder" --output_folder="$(method_folder "$method")" \
                 --export_only=True "${upstream_args[@]}" "${extra_args[@]}"
         fi
-        # Loaded the way stages 3-6 load it (lasersb's loader: strict keys, adapters re-inserted).
+        # Loaded the way stages 3-5 load it (lasersb's loader: strict keys, adapters re-inserted).
         python -c 'import sys
 from lasersb.models.adapters import adapter_summary
 from lasersb.models.upstream import load_upstream
