@@ -1,18 +1,22 @@
-"""The SUPERB report: one Markdown table of WER/PER per upstream from experiment folders.
+"""The SUPERB report: one Markdown table of PER/WER/MTWV per upstream from experiment folders.
 
 Each SUPERB downstream run (``recipes/SUPERB/{asr,pr}/train.py``) writes
-``<output_folder>/results.json``. This command reads several of them and prints the table of
-the LASER paper: one row per upstream, one column per task and test split (PR PER, ASR WER),
-each followed by the relative improvement over a named baseline upstream
-(``(baseline - value) / baseline``, positive when the error rate is lower)::
+``<output_folder>/results.json``; each QbE run (``recipes/QUESST14/qbe/evaluate.py``) writes
+``<output_folder>/qbe_summary.json``. This command reads several of them and prints the table of
+the LASER paper: one row per upstream, one column per task and test split (PR PER and ASR WER on
+``test-clean``/``test-other``, QbE MTWV on QUESST 2014 ``eval``), each followed by the relative
+improvement over a named baseline upstream, positive when the upstream is better:
+``(baseline - value) / baseline`` for the error rates (lower is better) and
+``(value - baseline) / baseline`` for MTWV (higher is better); ``-`` when the baseline is 0
+(MTWV is 0 when no threshold beats declaring nothing, e.g. a random upstream)::
 
     python -m lasersb.report results/superb/pr_hubert results/superb/asr_hubert \\
         results/superb/pr_laser results/superb/asr_laser \\
         --names HuBERT HuBERT LASER LASER --baseline HuBERT
 
-A folder without ``results.json`` is searched one level down (``<folder>/*/results.json``), so
-``python -m lasersb.report results/superb --baseline HuBERT`` reads every run under it (names
-then come from each run's ``upstream_name``).
+A folder without ``results.json`` (or ``qbe_summary.json``) is searched one level down
+(``<folder>/*/results.json``), so ``python -m lasersb.report results/superb --baseline HuBERT``
+reads every run under it (names then come from each run's ``upstream_name``, or the upstream).
 """
 
 from __future__ import annotations
@@ -20,12 +24,66 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 RESULTS_FILE = "results.json"
-DEFAULT_SPLITS = ("test-clean", "test-other")
-TASK_ORDER = ("pr", "asr")
+QBE_SUMMARY_FILE = "qbe_summary.json"
+RESULT_FILES = (RESULTS_FILE, QBE_SUMMARY_FILE)
+DEFAULT_SPLITS = ("test-clean", "test-other", "eval")
+TASK_ORDER = ("pr", "asr", "qbe")
+TASK_NAMES = {"pr": "PR", "asr": "ASR", "qbe": "QbE"}
 GENERIC_FOLDER_NAMES = {"upstream_hf", "upstream", "hf", "save", "export", "model"}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How a metric is read from a run's split dict, printed, and compared with the baseline."""
+
+    key: str
+    higher_is_better: bool
+    percent: bool
+    digits: int
+
+
+ERROR_RATE = MetricSpec(key="error_rate", higher_is_better=False, percent=True, digits=2)
+METRICS = {
+    "PER": ERROR_RATE,
+    "WER": ERROR_RATE,
+    "MTWV": MetricSpec(key="mtwv", higher_is_better=True, percent=False, digits=4),
+}
+
+
+def metric_spec(metric) -> MetricSpec:
+    """The :class:`MetricSpec` of a metric name (unknown names are error rates in %).
+
+    Example
+    -------
+    >>> metric_spec("MTWV").higher_is_better, metric_spec("CER").key
+    (True, 'error_rate')
+    """
+    return METRICS.get(str(metric).upper(), ERROR_RATE)
+
+
+def relative_improvement(value, base, higher_is_better=False):
+    """Relative change of ``value`` against ``base``, positive when ``value`` is better.
+
+    ``(base - value) / |base|`` when lower is better (error rates), ``(value - base) / |base|``
+    when higher is better (MTWV); ``None`` when either is missing or the baseline is 0.
+
+    Example
+    -------
+    >>> round(relative_improvement(4.95, 5.41), 4)  # lower PER: better
+    0.085
+    >>> round(relative_improvement(0.0800, 0.0736, higher_is_better=True), 4)  # higher MTWV
+    0.087
+    >>> relative_improvement(0.01, 0.0, higher_is_better=True) is None
+    True
+    """
+    if value is None or base is None or base == 0:
+        return None
+    change = value - base if higher_is_better else base - value
+    return change / abs(base)
 
 
 def upstream_display_name(source) -> str:
@@ -53,12 +111,12 @@ def upstream_display_name(source) -> str:
 
 
 def find_results(path) -> list[Path]:
-    """``results.json`` files of an experiment folder (or the file itself).
+    """``results.json`` / ``qbe_summary.json`` files of an experiment folder (or the file itself).
 
     Arguments
     ---------
     path : str or Path
-        An experiment folder, a folder of experiment folders, or a ``results.json`` file.
+        An experiment folder, a folder of experiment folders, or a results file.
 
     Returns
     -------
@@ -77,20 +135,49 @@ def find_results(path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"Experiment folder {path} does not exist")
-    direct = path / RESULTS_FILE
-    if direct.is_file():
-        return [direct]
-    nested = sorted(path.glob(f"*/{RESULTS_FILE}"))
+    for name in RESULT_FILES:
+        if (path / name).is_file():
+            return [path / name]
+    nested = sorted(file for name in RESULT_FILES for file in path.glob(f"*/{name}"))
     if not nested:
         raise FileNotFoundError(
-            f"No {RESULTS_FILE} in {path} or its sub-folders: the downstream run has not "
-            "finished its evaluation (run its test stage first)."
+            f"No {' or '.join(RESULT_FILES)} in {path} or its sub-folders: the downstream run "
+            "has not finished its evaluation (run its test stage first)."
         )
     return nested
 
 
+def qbe_results(summary: dict, path) -> dict:
+    """A QbE ``qbe_summary.json`` (``{split: metrics}``) in the form of ``results.json``.
+
+    Returns ``{"task": "qbe", "metric": "MTWV", "upstream": ..., "layer": ..., split: metrics}``.
+
+    Example
+    -------
+    >>> r = qbe_results({"eval": {"mtwv": 0.07, "upstream": "u", "layer": -1}}, "x.json")
+    >>> r["task"], r["metric"], r["layer"], r["eval"]["mtwv"]
+    ('qbe', 'MTWV', -1, 0.07)
+    """
+    splits = {k: v for k, v in summary.items() if isinstance(v, dict)}
+    if not splits or not all("mtwv" in m for m in splits.values()):
+        raise ValueError(
+            f"{path} has no per-split 'mtwv': it was not written by "
+            "recipes/QUESST14/qbe/evaluate.py (rerun the QbE evaluation)"
+        )
+    first = next(iter(splits.values()))
+    return {
+        "task": "qbe",
+        "metric": "MTWV",
+        "upstream": first.get("upstream"),
+        "layer": first.get("layer"),
+        **splits,
+    }
+
+
 def load_results(path) -> dict:
     """Load and check one ``results.json`` (keys ``task``, ``metric``, per-split dicts).
+
+    A ``qbe_summary.json`` is read through :func:`qbe_results`.
 
     Example
     -------
@@ -106,6 +193,8 @@ def load_results(path) -> dict:
         results = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}); rerun the evaluation") from err
+    if path.name == QBE_SUMMARY_FILE:
+        results = qbe_results(results, path)
     for key in ("task", "metric"):
         if key not in results:
             raise ValueError(
@@ -173,23 +262,23 @@ def ssft_time(summary_path) -> tuple[float, str]:
     return hours, "h (CPU wall)"
 
 
-def _format_rel(value, base) -> str:
-    if value is None or base is None or base == 0:
-        return "-"
-    return f"{100.0 * (base - value) / base:+.1f} %"
+def _format_rel(value, base, higher_is_better=False) -> str:
+    change = relative_improvement(value, base, higher_is_better)
+    return "-" if change is None else f"{100.0 * change:+.1f} %"
 
 
 def render_table(
     results: list[dict], baseline: str | None = None, splits=DEFAULT_SPLITS, times=None
 ) -> str:
-    """Render the Markdown table: rows are upstreams, columns task/split error rates.
+    """Render the Markdown table: rows are upstreams, columns task/split metrics.
 
     Arguments
     ---------
     results : list of dict
         From :func:`collect_results` (each with ``name``, ``task``, ``metric``, splits).
     baseline : str, optional
-        Name of the baseline row; adds a relative-improvement column after each metric.
+        Name of the baseline row; adds a relative-improvement column after each metric
+        (:func:`relative_improvement`: positive = better, whichever direction the metric has).
     splits : Sequence[str]
         Splits to show, in order, when at least one run has them.
     times : dict, optional
@@ -210,6 +299,13 @@ def render_table(
     | --- | ---: | ---: |
     | HuBERT | 5.41 | - |
     | LASER | 4.95 | +8.5 % |
+    >>> runs = [{"name": "HuBERT", "task": "qbe", "metric": "MTWV", "eval": {"mtwv": 0.0736}},
+    ...         {"name": "LASER", "task": "qbe", "metric": "MTWV", "eval": {"mtwv": 0.0800}}]
+    >>> print(render_table(runs, baseline="HuBERT"))
+    | Upstream | QbE MTWV eval | rel. to HuBERT |
+    | --- | ---: | ---: |
+    | HuBERT | 0.0736 | - |
+    | LASER | 0.0800 | +8.7 % |
     """
     if not results:
         raise ValueError("No results to report")
@@ -219,16 +315,17 @@ def render_table(
     for run in results:
         name, task = run["name"], str(run["task"]).lower()
         metrics[task] = str(run["metric"])
+        key_name = metric_spec(run["metric"]).key
         row = table.setdefault(name, {})
         for split in splits:
-            if isinstance(run.get(split), dict) and "error_rate" in run[split]:
+            if isinstance(run.get(split), dict) and key_name in run[split]:
                 key = (task, split)
                 if key in row:
                     raise ValueError(
                         f"Two runs give {task} {split} for '{name}' ({sources[(name, task)]} and "
                         f"{run.get('_path', '?')}); give them different --names."
                     )
-                row[key] = float(run[split]["error_rate"])
+                row[key] = float(run[split][key_name])
                 sources[(name, task)] = run.get("_path", "?")
     if baseline is not None and baseline not in table:
         raise ValueError(
@@ -245,7 +342,8 @@ def render_table(
     header = ["Upstream"]
     align = ["---"]
     for task, split in columns:
-        header.append(f"{task.upper()} {metrics[task]} {split} (%)")
+        unit = " (%)" if metric_spec(metrics[task]).percent else ""
+        header.append(f"{TASK_NAMES.get(task, task.upper())} {metrics[task]} {split}{unit}")
         align.append("---:")
         if baseline is not None:
             header.append(f"rel. to {baseline}")
@@ -257,11 +355,13 @@ def render_table(
     for name, row in table.items():
         cells = [name]
         for key in columns:
+            spec = metric_spec(metrics[key[0]])
             value = row.get(key)
-            cells.append("-" if value is None else f"{value:.2f}")
+            cells.append("-" if value is None else f"{value:.{spec.digits}f}")
             if baseline is not None:
                 base = table[baseline].get(key)
-                cells.append("-" if name == baseline else _format_rel(value, base))
+                rel = _format_rel(value, base, spec.higher_is_better)
+                cells.append("-" if name == baseline else rel)
         if times is not None:
             cells.append(f"{times[name][0]:.3g} {times[name][1]}" if name in times else "-")
         lines.append("| " + " | ".join(cells) + " |")
@@ -297,13 +397,38 @@ def adapter_notes(results: list[dict]) -> list[str]:
     return notes
 
 
+def qbe_notes(results: list[dict]) -> list[str]:
+    """One line saying which hidden layer the QbE column used (per upstream if they differ).
+
+    Example
+    -------
+    >>> print(*qbe_notes([{"name": "a", "task": "qbe", "layer": -1},
+    ...                   {"name": "b", "task": "qbe", "layer": -1}]))
+    - QbE: QUESST 2014 MTWV (higher is better) of layer -1 (the last) of every upstream
+    """
+    layers = {run["name"]: run.get("layer") for run in results if run["task"] == "qbe"}
+    if not layers:
+        return []
+
+    def describe(layer):
+        return f"layer {layer} (the last)" if layer == -1 else f"layer {layer}"
+
+    if len(set(layers.values())) == 1:
+        layer = describe(next(iter(layers.values())))
+        return [f"- QbE: QUESST 2014 MTWV (higher is better) of {layer} of every upstream"]
+    per = ", ".join(f"{name}: {describe(layer)}" for name, layer in layers.items())
+    return [f"- QbE: QUESST 2014 MTWV (higher is better); {per}"]
+
+
 def main(argv=None) -> int:
     """Command line: ``python -m lasersb.report EXP_DIR... [--baseline NAME] [--names ...]``."""
     parser = argparse.ArgumentParser(
         prog="lasersb-report",
-        description="Markdown table of SUPERB WER/PER per upstream, relative to a baseline.",
+        description="Markdown table of SUPERB PER/WER/MTWV per upstream, relative to a baseline.",
     )
-    parser.add_argument("experiments", nargs="+", help="experiment folders (or results.json)")
+    parser.add_argument(
+        "experiments", nargs="+", help="experiment folders (or results.json / qbe_summary.json)"
+    )
     parser.add_argument("--baseline", default=None, help="name of the baseline upstream row")
     parser.add_argument("--names", nargs="+", default=None, help="one display name per folder")
     parser.add_argument(
@@ -329,7 +454,7 @@ def main(argv=None) -> int:
                     raise ValueError(f"--ssft takes NAME=path/to/ssft_summary.json, got {item!r}")
                 times[name] = ssft_time(path)
         table = render_table(results, baseline=args.baseline, splits=args.splits, times=times)
-        notes = adapter_notes(results)
+        notes = qbe_notes(results) + adapter_notes(results)
         if notes:
             table += "\n\n" + "\n".join(notes)
     except (FileNotFoundError, ValueError) as err:

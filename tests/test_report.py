@@ -54,3 +54,65 @@ def test_report_errors(tmp_path, capsys):
     dup = _write(tmp_path / "dup", "pr", "PER", "x", {"test-clean": 4.0})
     with pytest.raises(ValueError, match="Two runs give pr test-clean"):
         render_table(collect_results([folder, dup]))
+
+
+def _write_qbe(folder, name, mtwv, layer=-1):
+    """A ``qbe_summary.json`` as recipes/QUESST14/qbe/evaluate.py writes it (fields it uses)."""
+    folder.mkdir(parents=True)
+    summary = {
+        split: {"mtwv": value, "atwv": value - 0.01, "upstream": f"/x/{name}", "layer": layer}
+        for split, value in mtwv.items()
+    }
+    (folder / "qbe_summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def test_report_mtwv_column_higher_is_better(tmp_path):
+    _write_qbe(tmp_path / "qbe_o" / "layer_-1", "o", {"dev": 0.09, "eval": 0.0800})
+    _write_qbe(tmp_path / "qbe_l" / "layer_-1", "l", {"dev": 0.05, "eval": 0.0600})
+    _write_qbe(tmp_path / "qbe_s" / "layer_-1", "s", {"dev": 0.10, "eval": 0.1000})
+    runs = [  # a QbE folder above its layer_-1 run is searched one level down
+        _write(tmp_path / "pr_o", "pr", "PER", "o", {"test-clean": 5.0}),
+        tmp_path / "qbe_o",
+        _write(tmp_path / "pr_l", "pr", "PER", "l", {"test-clean": 4.0}),
+        tmp_path / "qbe_l",
+        tmp_path / "qbe_s" / "layer_-1" / "qbe_summary.json",  # or the file itself
+    ]
+    results = collect_results(runs, names=["original", "original", "LASER", "LASER", "Spin"])
+    table = render_table(results, baseline="original").splitlines()
+    assert table[0] == (
+        "| Upstream | PR PER test-clean (%) | rel. to original | QbE MTWV eval | rel. to original |"
+    )
+    assert table[2] == "| original | 5.00 | - | 0.0800 | - |"
+    # Lower PER is +20 %; lower MTWV (0.06 against 0.08) is -25 %, higher (0.10) +25 %.
+    assert table[3] == "| LASER | 4.00 | +20.0 % | 0.0600 | -25.0 % |"
+    assert table[4] == "| Spin | - | - | 0.1000 | +25.0 % |"
+    assert "dev" not in table[0]  # SUPERB reports eval; dev is in each run's results.md
+    dev = render_table(results, splits=["dev"]).splitlines()
+    assert dev[0] == "| Upstream | QbE MTWV dev |" and dev[3] == "| LASER | 0.0500 |"
+
+
+def test_report_mtwv_zero_baseline_notes_and_errors(tmp_path, capsys):
+    base = _write_qbe(tmp_path / "o", "o", {"eval": 0.0})
+    laser = _write_qbe(tmp_path / "l", "l", {"eval": 0.02})
+    out = tmp_path / "t.md"
+    argv = [str(base), str(laser), "--names", "original", "LASER", "--baseline", "original"]
+    assert main([*argv, "--output", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[3] == "| LASER | 0.0200 | - |"  # relative to an MTWV of 0: undefined
+    assert lines[-1] == (
+        "- QbE: QUESST 2014 MTWV (higher is better) of layer -1 (the last) of every upstream"
+    )
+    other = _write_qbe(tmp_path / "m", "m", {"eval": 0.03}, layer=6)
+    text = render_table(collect_results([base, other]))
+    assert "0.0300" in text
+    from lasersb.report import qbe_notes
+
+    assert qbe_notes(collect_results([base, other])) == [
+        "- QbE: QUESST 2014 MTWV (higher is better); o: layer -1 (the last), m: layer 6"
+    ]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "qbe_summary.json").write_text(json.dumps({"eval": {"atwv": 0.1}}))
+    assert main([str(bad)]) == 2
+    assert "not written by recipes/QUESST14/qbe/evaluate.py" in capsys.readouterr().err

@@ -1,36 +1,42 @@
 #!/usr/bin/env bash
 # Self-supervised fine-tuning (LASER, and the LASER paper's baselines SCORE and Spin), then SUPERB
-# PR and ASR with the original and every fine-tuned upstream, then one results table (the form
-# of the LASER paper's comparison: rows original / SCORE / Spin / LASER).
+# PR, ASR and QbE with the original and every fine-tuned upstream, then one results table (the
+# form of the LASER paper's comparison: rows original / SCORE / Spin / LASER).
 #
 # Stages (ESPnet style; each skips work already done, so a re-run resumes):
-#   0  data: prepare LibriSpeech manifests, or (--mini) generate the embedded mini corpus and a
-#      tiny random upstream
+#   0  data: prepare LibriSpeech manifests (and the QUESST 2014 ones for qbe), or (--mini)
+#      generate the embedded mini corpus and a tiny random upstream
 #   1  SSFT of each method in --methods (laser, score: train.py; spin: train_spin.py), to
 #      <exp>/ssft (laser) and <exp>/ssft_<method> (others)
 #   2  export each fine-tuned upstream to <its folder>/upstream_hf (HF format) and check it
 #      loads (with lasersb's loader, which re-inserts SSFT adapters: see the README)
 #   3  SUPERB PR (frozen upstream) for the original and every fine-tuned upstream
 #   4  SUPERB ASR likewise
-#   5  results table (Markdown): PER, WER, relative change against the original, fine-tuning
-#      time (GPU-hours on CUDA, wall-clock hours otherwise, as stated in the table)
+#   5  SUPERB QbE on QUESST 2014 likewise (recipes/QUESST14/qbe/evaluate.py; no training): the
+#      last layer by default (--qbe_layer -1, as the LASER/SCORE releases ran s3prl's
+#      quesst14_dtw); needs --quesst_folder on real data, and is skipped (logged) without it
+#   6  results table (Markdown): PER, WER, QbE MTWV (eval), relative change against the original
+#      (positive = better: lower PER/WER, higher MTWV), fine-tuning time (GPU-hours on CUDA,
+#      wall-clock hours otherwise, as stated in the table)
 #
 # Usage (from the repository root):
 #   bash recipes/LibriSpeech/ssft/run.sh --mini                       # everything, 2-core CPU
 #   bash recipes/LibriSpeech/ssft/run.sh --mini --methods "laser score spin"
 #   bash recipes/LibriSpeech/ssft/run.sh --data_folder /data/LibriSpeech \
-#        --lexicon_file /data/librispeech-lexicon.txt [--methods "laser score spin"] [--wavlm]
-#   bash recipes/LibriSpeech/ssft/run.sh ... --stage 3 --stop_stage 5
+#        --lexicon_file /data/librispeech-lexicon.txt [--methods "laser score spin"] [--wavlm] \
+#        [--quesst_folder /data/quesst14Database]
+#   bash recipes/LibriSpeech/ssft/run.sh ... --stage 3 --stop_stage 6
 #   bash recipes/LibriSpeech/ssft/run.sh ... --tasks pr               # SUPERB PR only
 #   bash recipes/LibriSpeech/ssft/run.sh --mini -- --use_adapters=True --trainable_layers=0
 #        (everything after -- goes to the SSFT stages: here adapters instead of the top layers)
-# --superb_args "--key=value ..." is passed to every SUPERB run; arguments after -- to every SSFT run.
+# --superb_args "--key=value ..." is passed to every SUPERB PR/ASR run, --qbe_args to every QbE
+# run (e.g. --qbe_args "--device=cuda:0"); arguments after -- to every SSFT run.
 # --hparams replaces LASER's file (default hparams/laser.yaml); --wavlm picks the *_wavlm.yaml
 # file of every method (and the WavLM tiny upstream with --mini).
 set -euo pipefail
 
 stage=0
-stop_stage=5
+stop_stage=6
 mini=false
 hparams=""            # LASER's file (default hparams/laser.yaml)
 methods="laser"
@@ -39,7 +45,10 @@ data_folder=""
 lexicon_file=""
 upstream=""           # default: the upstream_source of the hparams file
 exp=""                # default: results/laser_run (results/laser_mini_run with --mini)
-tasks="pr asr"        # SUPERB tasks of stages 3 (pr) and 4 (asr), and of the table
+tasks="pr asr qbe"    # SUPERB tasks of stages 3 (pr), 4 (asr) and 5 (qbe), and of the table
+quesst_folder=""      # quesst14Database/ for qbe (--mini: the mini corpus's QUESST14/)
+qbe_layer=-1          # hidden state for QbE: -1 = last (the LASER/SCORE releases, s3prl -l -1)
+qbe_args=""           # --qbe_args "--key=value ...": passed to every QbE run
 extra_args=()         # after --: passed to every SSFT script
 superb_args=""        # --superb_args "--key=value ...": passed to every SUPERB run
 
@@ -61,22 +70,26 @@ while [ $# -gt 0 ]; do
         --upstream) upstream="$2"; shift 2 ;;
         --exp) exp="$2"; shift 2 ;;
         --tasks) tasks="$2"; shift 2 ;;
+        --quesst_folder) quesst_folder="$2"; shift 2 ;;
+        --qbe_layer) qbe_layer="$2"; shift 2 ;;
+        --qbe_args) qbe_args="$2"; shift 2 ;;
         --) shift; extra_args+=("$@"); break ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
         *) echo "Unknown option $1 (see --help)" >&2; exit 1 ;;
     esac
 done
 
 for task in $tasks; do
     case "$task" in
-        pr|asr) ;;
-        *) echo "--tasks takes pr and/or asr (e.g. --tasks \"pr asr\"), got $task" >&2; exit 1 ;;
+        pr|asr|qbe) ;;
+        *) echo "--tasks takes pr, asr and/or qbe (e.g. --tasks \"pr asr qbe\"), got $task" >&2; exit 1 ;;
     esac
 done
 cd "$(dirname "$0")/../../.."   # repository root
 recipe=recipes/LibriSpeech/ssft
 pr_hparams=recipes/SUPERB/pr/hparams/pr.yaml
 asr_hparams=recipes/SUPERB/asr/hparams/asr.yaml
+qbe_hparams=recipes/QUESST14/qbe/hparams/qbe.yaml
 
 for method in $methods; do
     case "$method" in
@@ -92,9 +105,11 @@ if $mini; then
     exp=${exp:-results/laser_mini_run}
     pr_hparams=recipes/SUPERB/pr/hparams/pr_mini.yaml
     asr_hparams=recipes/SUPERB/asr/hparams/asr_mini.yaml
+    qbe_hparams=recipes/QUESST14/qbe/hparams/qbe_mini.yaml
     mini_root=${LASERSB_MINI_ROOT:-$exp/mini_corpus}
     data_folder=$mini_root/LibriSpeech
     lexicon_file=$mini_root/librispeech-lexicon.txt
+    quesst_folder=$mini_root/QUESST14
     upstream=${upstream:-$exp/tiny_$kind}
 else
     exp=${exp:-results/laser_run}
@@ -102,6 +117,18 @@ else
         echo "Give --data_folder /path/LibriSpeech (or --mini for the embedded corpus)." >&2
         exit 1
     fi
+fi
+
+# QbE needs QUESST 2014: without --quesst_folder on real data it is left out (stage 5 and the
+# table say so) rather than failing after hours of SSFT.
+qbe_skipped=""
+if [ -z "$quesst_folder" ]; then
+    case " $tasks " in
+        *" qbe "*)
+            qbe_skipped="no --quesst_folder given (give the extracted quesst14Database/ to evaluate QbE)"
+            tasks=$(echo " $tasks " | sed 's/ qbe / /g; s/^ *//; s/ *$//')
+            ;;
+    esac
 fi
 
 # The hparams file, training script and output folder of each method.
@@ -148,6 +175,13 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     # Idempotent: skips when the manifests exist with the same options.
     python -m data_prep.librispeech_prepare "$data_folder" "$exp/manifests" \
         --splits train-clean-100 dev-clean test-clean ${lexicon_file:+--lexicon-file "$lexicon_file"}
+    # QUESST 2014 manifests for stage 5 (idempotent; checked now, not after the SSFT stages).
+    case " $tasks " in
+        *" qbe "*)
+            python -m data_prep.quesst14_prepare "$quesst_folder" "$exp/qbe/manifests" \
+                --num-workers "$(python -m lasersb.config "$qbe_hparams" prep_num_workers)"
+            ;;
+    esac
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
@@ -185,12 +219,19 @@ print(f"{sys.argv[1]}: {type(m).__name__}, {n} parameters, {count} lasersb adapt
     done
 fi
 
-for task in $tasks; do
+# The folder of one SUPERB run: <exp>/<task>/<name> (QbE: <exp>/qbe/<name>/layer_<layer>).
+run_folder() {
+    if [ "$1" = qbe ]; then echo "$exp/qbe/$2/layer_$qbe_layer"; else echo "$exp/$1/$2"; fi
+}
+upstream_of() { if [ "$1" = original ]; then echo "$original"; else echo "$(method_folder "$1")/upstream_hf"; fi; }
+
+for task in pr asr; do
+    case " $tasks " in *" $task "*) ;; *) continue ;; esac
     if [ "$task" = pr ]; then n=3; task_hparams=$pr_hparams; else n=4; task_hparams=$asr_hparams; fi
     if [ "$stage" -le $n ] && [ "$stop_stage" -ge $n ]; then
         for name in original $methods; do
-            if [ "$name" = original ]; then source=$original; else source=$(method_folder "$name")/upstream_hf; fi
-            out=$exp/$task/$name
+            source=$(upstream_of "$name")
+            out=$(run_folder "$task" "$name")
             if [ -f "$out/results.json" ]; then
                 log "Stage $n: $task with the $name upstream already done ($out/results.json)"
                 continue
@@ -204,17 +245,43 @@ for task in $tasks; do
 done
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
-    log "Stage 5: results table"
+    if [ -n "$qbe_skipped" ]; then
+        log "Stage 5: QbE skipped: $qbe_skipped"
+    fi
+    case " $tasks " in
+        *" qbe "*)
+            for name in original $methods; do
+                source=$(upstream_of "$name")
+                out=$(run_folder qbe "$name")
+                if [ -f "$out/qbe_summary.json" ]; then
+                    log "Stage 5: qbe with the $name upstream already done ($out/qbe_summary.json)"
+                    continue
+                fi
+                log "Stage 5: SUPERB QbE (QUESST 2014, layer $qbe_layer) with the $name upstream ($source)"
+                python recipes/QUESST14/qbe/evaluate.py "$qbe_hparams" \
+                    --data_folder="$quesst_folder" --manifest_folder="$exp/qbe/manifests" \
+                    --upstream_source="$source" --layer="$qbe_layer" --output_folder="$out" \
+                    $qbe_args
+            done
+            ;;
+    esac
+fi
+
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ] && [ -z "$tasks" ]; then
+    log "Stage 6: no results table: no task left ($qbe_skipped)"
+elif [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+    log "Stage 6: results table"
+    if [ -n "$qbe_skipped" ]; then log "Stage 6: no QbE column: $qbe_skipped"; fi
     # Rows in the order of the LASER paper's comparison: original, SCORE, Spin, LASER.
     # Upstreams that carried lasersb adapters are listed under the table (count, checksum).
     folders=()
     names=()
-    for task in $tasks; do folders+=("$exp/$task/original"); names+=(original); done
+    for task in $tasks; do folders+=("$(run_folder "$task" original)"); names+=(original); done
     ssft=()
     for method in score spin laser; do
         case " $methods " in *" $method "*) ;; *) continue ;; esac
         for task in $tasks; do
-            folders+=("$exp/$task/$method")
+            folders+=("$(run_folder "$task" "$method")")
             names+=("$(display_name "$method")")
         done
         ssft+=("$(display_name "$method")=$(method_folder "$method")/ssft_summary.json")
