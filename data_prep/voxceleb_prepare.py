@@ -22,8 +22,9 @@ each training file is decoded in full by the workers and ``train.csv``/``dev.csv
 more columns: ``speech_duration`` (seconds of speech) and ``speech_segments`` (the speech
 sample ranges, ``"start:end start:end"``, read by :func:`lasersb.data.speakers.speaker_dataset`
 with ``speech_only=True``); ``min_duration`` then applies to the speech duration, as hyperion's
-``remove_short_audios.sh --min-len 4`` runs after the VAD. The wav files are not rewritten. Speakers of the VoxCeleb1 test set (``vox1_meta.csv``) and every speaker that
-appears in a requested trial list are excluded from training. The preparation is skipped when
+``remove_short_audios.sh --min-len 4`` runs after the VAD. The wav files are not rewritten.
+Speakers of the VoxCeleb1 test set (``vox1_meta.csv``) and every speaker that appears in a
+requested trial list are excluded from training. The preparation is skipped when
 an ``options.json`` with the same options already exists (idempotent).
 """
 
