@@ -16,8 +16,15 @@ files. The manifests are byte-identical for any number of workers.
 Writes into ``save_folder`` the SpeechBrain manifests ``train.csv``, ``dev.csv`` (a few
 held-out utterances of the training speakers, for validation) and ``test.csv`` (every
 utterance of the trial lists), all with columns ``ID,duration,wav,spk_id``, and a copy of each
-trial list. Speakers of the VoxCeleb1 test set (``vox1_meta.csv``) and every speaker that
-appears in a requested trial list are excluded from training. The preparation is skipped when
+trial list. With an energy VAD (``vad``, :class:`lasersb.data.vad.EnergyVAD`, as hyperion's
+``run_002_compute_evad.sh`` + ``preprocess_audios_for_nnet_train.sh --use-bin-vad true``),
+each training file is decoded in full by the workers and ``train.csv``/``dev.csv`` get two
+more columns: ``speech_duration`` (seconds of speech) and ``speech_segments`` (the speech
+sample ranges, ``"start:end start:end"``, read by :func:`lasersb.data.speakers.speaker_dataset`
+with ``speech_only=True``); ``min_duration`` then applies to the speech duration, as hyperion's
+``remove_short_audios.sh --min-len 4`` runs after the VAD. The wav files are not rewritten.
+Speakers of the VoxCeleb1 test set (``vox1_meta.csv``) and every speaker that appears in a
+requested trial list are excluded from training. The preparation is skipped when
 an ``options.json`` with the same options already exists (idempotent).
 """
 
@@ -33,10 +40,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import soundfile
 
 from lasersb.data.audio import check_decodable
 from lasersb.data.parallel import BadFile, map_files
+from lasersb.data.vad import EnergyVAD, format_segments
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +56,7 @@ TRIAL_LISTS = {
     "vox1_e": "list_test_all2.txt",
 }
 HEADER = ["ID", "duration", "wav", "spk_id"]
+VAD_COLUMNS = ["speech_duration", "speech_segments"]
 
 
 def utterance_id(relative: str) -> str:
@@ -240,41 +250,78 @@ def _probe(path) -> float | BadFile:
     return info.frames / info.samplerate
 
 
+def _probe_speech(path, vad: EnergyVAD) -> tuple | BadFile:
+    """Worker: ``(duration, speech duration, speech segments)`` of a wav, or a BadFile.
+
+    The whole file is decoded (which also checks that it decodes to its end) and passed to the
+    energy VAD.
+    """
+    path = Path(path)
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
+        if len(samples) == 0:
+            raise ValueError("empty file")
+        if rate != vad.sample_rate or samples.shape[1] != 1:
+            raise ValueError(
+                f"{rate} Hz, {samples.shape[1]} channel(s); VoxCeleb is {vad.sample_rate} Hz "
+                "mono: convert it (e.g. `sox in.wav -r 16000 -c 1 out.wav`)"
+            )
+        if not np.isfinite(samples).all():
+            raise ValueError("non-finite samples")
+    except Exception as err:  # noqa: BLE001 - reported with the path
+        return BadFile(
+            "unreadable",
+            f"Cannot read {path} ({err}). Re-extract it, or pass skip_bad_files=True to "
+            "leave unreadable files out of the manifests.",
+        )
+    segments = vad.segments(samples[:, 0])
+    speech = int((segments[:, 1] - segments[:, 0]).sum())
+    return len(samples) / rate, speech / rate, format_segments(segments)
+
+
 def _rows(files, skip_bad_files: bool, min_duration: float, num_workers: int = 1,
-          progress: bool | None = None, desc: str | None = None):  # fmt: skip
+          progress: bool | None = None, desc: str | None = None,
+          vad: EnergyVAD | None = None):  # fmt: skip
     rows, skipped = [], []
     files = [Path(path) for path in files]
-    durations = map_files(_probe, files, num_workers, stop_at_bad=not skip_bad_files,
-                          desc=desc, progress=progress)  # fmt: skip
-    for path, duration in zip(files, durations):
-        if isinstance(duration, BadFile):
+    job = _probe if vad is None else functools.partial(_probe_speech, vad=vad)
+    results = map_files(job, files, num_workers, stop_at_bad=not skip_bad_files,
+                        desc=desc, progress=progress)  # fmt: skip
+    for path, result in zip(files, results):
+        if isinstance(result, BadFile):
             if not skip_bad_files:
-                raise RuntimeError(duration.message)
+                raise RuntimeError(result.message)
             skipped.append(str(path))
             continue
-        if duration < min_duration:
+        duration, speech, segments = (result, None, None) if vad is None else result
+        if (duration if speech is None else speech) < min_duration:
             skipped.append(str(path))
             continue
         rel = "/".join(path.parts[-3:])
-        rows.append(
-            {
-                "ID": utterance_id(rel),
-                "duration": f"{duration:.3f}",
-                "wav": str(path),
-                "spk_id": path.parts[-3],
-            }
-        )
+        row = {
+            "ID": utterance_id(rel),
+            "duration": f"{duration:.3f}",
+            "wav": str(path),
+            "spk_id": path.parts[-3],
+        }
+        if speech is not None:
+            row["speech_duration"] = f"{speech:.3f}"
+            row["speech_segments"] = segments
+        rows.append(row)
     if skipped:
         logger.warning(
-            "Skipped %d unreadable or too short files, e.g. %s", len(skipped), skipped[0]
+            "Skipped %d unreadable or too short%s files, e.g. %s",
+            len(skipped),
+            "" if vad is None else " (speech duration)",
+            skipped[0],
         )
     return rows
 
 
-def _write_csv(path: Path, rows) -> Path:
+def _write_csv(path: Path, rows, header=HEADER) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HEADER)
+        writer = csv.DictWriter(handle, fieldnames=header)
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
@@ -295,6 +342,7 @@ def prepare_voxceleb(
     seed: int = 1234,
     num_workers: int = 1,
     progress: bool | None = None,
+    vad: EnergyVAD | None = None,
 ) -> dict:
     """Write ``train.csv``, ``dev.csv``, ``test.csv`` and the trial lists into ``save_folder``.
 
@@ -317,7 +365,8 @@ def prepare_voxceleb(
         Fraction of each training speaker's utterances held out in ``dev.csv`` (at least one
         utterance for speakers with three or more).
     min_duration : float
-        Training utterances shorter than this (seconds) are dropped.
+        Training utterances shorter than this (seconds; of speech when ``vad`` is given) are
+        dropped.
     convert_m4a : bool
         Convert VoxCeleb2 m4a files to wav with ffmpeg.
     skip_bad_files : bool
@@ -329,6 +378,9 @@ def prepare_voxceleb(
         manifests do not depend on it.
     progress : bool, optional
         Progress bars; ``None``: only on a terminal.
+    vad : lasersb.data.vad.EnergyVAD, optional
+        Energy VAD of the training (and dev) utterances: adds the ``speech_duration`` and
+        ``speech_segments`` columns and filters on the speech duration. ``None``: no VAD.
 
     Returns
     -------
@@ -382,6 +434,8 @@ def prepare_voxceleb(
         "min_duration": float(min_duration),
         "seed": int(seed),
     }
+    if vad is not None:  # absent without VAD: manifests prepared before it stay valid
+        options["vad"] = vad.options()
     outputs = {
         "train": save_folder / "train.csv",
         "dev": save_folder / "dev.csv",
@@ -436,7 +490,7 @@ def prepare_voxceleb(
             + " after excluding the test speakers: add vox2_folder or use_vox1_dev=True."
         )
     rows = _rows(train_files, skip_bad_files, min_duration, num_workers, progress,
-                 "VoxCeleb train")  # fmt: skip
+                 "VoxCeleb train" + (" (energy VAD)" if vad is not None else ""), vad)  # fmt: skip
     by_speaker = {}
     for row in rows:
         by_speaker.setdefault(row["spk_id"], []).append(row)
@@ -450,8 +504,9 @@ def prepare_voxceleb(
         chosen = set(rng.sample(range(len(utts)), n_dev))
         for index, row in enumerate(utts):
             (dev_rows if index in chosen else train_rows).append(row)
-    _write_csv(outputs["train"], train_rows)
-    _write_csv(outputs["dev"], dev_rows)
+    header = HEADER if vad is None else HEADER + VAD_COLUMNS
+    _write_csv(outputs["train"], train_rows, header)
+    _write_csv(outputs["dev"], dev_rows, header)
     _write_csv(outputs["test"], test_rows)
     for name, path in trial_paths.items():
         shutil.copyfile(path, outputs["trials"][name])
@@ -482,6 +537,9 @@ def main(argv=None) -> int:
     parser.add_argument("--convert-m4a", action="store_true")
     parser.add_argument("--skip-bad-files", action="store_true")
     parser.add_argument("--num-workers", type=int, default=1, help="conversion/reading processes")
+    parser.add_argument(
+        "--energy-vad", action="store_true", help="hyperion's energy VAD (conf/vad_16k.yaml)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     outputs = prepare_voxceleb(
@@ -496,6 +554,7 @@ def main(argv=None) -> int:
         convert_m4a=args.convert_m4a,
         skip_bad_files=args.skip_bad_files,
         num_workers=args.num_workers,
+        vad=EnergyVAD() if args.energy_vad else None,
     )
     print(json.dumps({k: str(v) for k, v in outputs.items()}, indent=2))
     return 0

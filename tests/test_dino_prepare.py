@@ -1,6 +1,7 @@
 """VoxCeleb preparation: VoxCeleb1/2 layouts, test-speaker exclusion, trial lists, idempotence."""
 
 import csv
+import random
 
 import numpy as np
 import pytest
@@ -72,3 +73,69 @@ def test_voxceleb2_layout_and_errors(tmp_path):
         prepare_voxceleb(tmp_path / "nowhere", tmp_path / "m5")
     with pytest.raises(ValueError, match="No training utterance"):
         prepare_voxceleb(vox1, tmp_path / "m6", meta_file=None)
+
+
+def test_energy_vad_filters_on_speech_and_the_dataset_serves_speech_only(mini_corpus, tmp_path):
+    from lasersb.data.speakers import read_speech_segment, speaker_dataset
+    from lasersb.data.vad import EnergyVAD, parse_segments
+
+    utts = sorted((mini_corpus / "VoxCeleb1" / "wav").glob("id1000[12]/*/*.wav"))
+    clips = [soundfile.read(p, dtype="float32")[0] for p in utts[:4]]
+    rng = np.random.RandomState(0)
+
+    def quiet(seconds):
+        return (1e-4 * rng.randn(int(16000 * seconds))).astype("float32")
+
+    vox1 = tmp_path / "vox1"
+    # id10001: one utterance padded to > 4 s with near-silence (< 4 s of speech), one with
+    # > 4 s of speech (two clips). id10270 is the trial speaker.
+    files = {
+        "id10001/vidAAAAAAAA/00001.wav": np.concatenate([quiet(1.5), clips[0], quiet(1.5)]),
+        "id10001/vidAAAAAAAA/00002.wav": np.concatenate([quiet(0.5), clips[1], clips[2]]),
+        "id10270/vidAAAAAAAA/00001.wav": clips[3],
+        "id10270/vidAAAAAAAA/00002.wav": clips[3],
+    }
+    for rel, wav in files.items():
+        (vox1 / "wav" / rel).parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(vox1 / "wav" / rel, wav, 16000)
+    (vox1 / "veri_test2.txt").write_text(
+        "1 id10270/vidAAAAAAAA/00001.wav id10270/vidAAAAAAAA/00002.wav\n"
+    )
+    padded = len(files["id10001/vidAAAAAAAA/00001.wav"]) / 16000
+    assert padded > 4.0
+    common = dict(meta_file=None, dev_fraction=0.0, min_duration=4.0)
+    raw = _rows(prepare_voxceleb(vox1, tmp_path / "raw", **common)["train"])
+    assert [r["ID"][-5:] for r in raw] == ["00001", "00002"]  # both files are > 4 s long
+    out = prepare_voxceleb(vox1, tmp_path / "vad", vad=EnergyVAD(), **common)
+    rows = _rows(out["train"])
+    assert list(rows[0]) == ["ID", "duration", "wav", "spk_id", "speech_duration",
+                             "speech_segments"]  # fmt: skip
+    assert [r["ID"][-5:] for r in rows] == ["00002"]  # < 4 s of speech after the VAD: dropped
+    (row,) = rows
+    segments = parse_segments(row["speech_segments"])
+    speech = (segments[:, 1] - segments[:, 0]).sum()
+    assert float(row["speech_duration"]) == pytest.approx(speech / 16000, abs=1e-3)
+    # The 0.5 s of leading near-silence is not speech; the two clips are.
+    assert segments[0, 0] >= 0.45 * 16000
+    assert 4.0 < speech / 16000 < float(row["duration"]) - 0.4
+    # The dataset serves the speech only: whole, or a random window of it.
+    whole = speaker_dataset(out["train"], speech_only=True)[0]["sig"]
+    assert len(whole) == speech
+    wav, _ = soundfile.read(row["wav"], dtype="float32")
+    expected = np.concatenate([wav[s:e] for s, e in segments])
+    np.testing.assert_array_equal(whole.numpy(), expected)
+    for seed in range(20):
+        got = read_speech_segment(row["wav"], segments, 8000, generator=random.Random(seed))
+        offset = random.Random(seed).randint(0, speech - 8000)
+        np.testing.assert_array_equal(got.numpy(), expected[offset : offset + 8000])
+    assert len(speaker_dataset(out["train"], segment_seconds=0.5, speech_only=True)[0]["sig"]) == (
+        8000
+    )
+    with pytest.raises(ValueError, match="energy_vad"):
+        speaker_dataset(tmp_path / "raw" / "train.csv", speech_only=True)
+    # Idempotent with the same VAD; a different VAD setting prepares again.
+    mtime = out["train"].stat().st_mtime_ns
+    prepare_voxceleb(vox1, tmp_path / "vad", vad=EnergyVAD(), **common)
+    assert out["train"].stat().st_mtime_ns == mtime
+    prepare_voxceleb(vox1, tmp_path / "vad", vad=EnergyVAD(energy_threshold=6.0), **common)
+    assert out["train"].stat().st_mtime_ns != mtime

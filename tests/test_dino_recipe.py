@@ -64,6 +64,15 @@ def test_dino_trains_without_collapse(dino_run):
     # The batch-mean teacher distribution is not concentrated on one prototype.
     assert stats["kl_uniform"] < 0.9 * log_k
     assert math.isfinite(brain.train_stats["loss"]) and brain.train_stats["loss"] > 0
+    # hyperion's energy VAD ran at preparation: the dataset serves the speech segments.
+    import csv
+
+    with open(dino_run["out"] / "manifests" / "train.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 48 and brain.hparams.energy_vad
+    speech = [float(r["speech_duration"]) for r in rows]
+    assert all(0.5 <= s <= float(r["duration"]) for s, r in zip(speech, rows))
+    assert sum(speech) < sum(float(r["duration"]) for r in rows)
     # The teacher moved towards the student, but is not a copy of it.
     student = dict(brain.modules.student.named_parameters())
     diffs = [

@@ -2,8 +2,10 @@
 
 - :func:`speaker_dataset`: a VoxCeleb-style manifest (``ID,duration,wav,spk_id``) as a
   SpeechBrain dataset whose ``sig`` is a random segment of each utterance (read from disk
-  without loading the whole file, :func:`read_segment`), with :func:`speaker_label_encoder`
-  for supervised training and :func:`speaker_train_loader` (shuffled, seeded, full batches).
+  without loading the whole file, :func:`read_segment`), or of its speech only when the
+  manifest has energy-VAD segments (``speech_only=True``, :func:`read_speech_segment`), with
+  :func:`speaker_label_encoder` for supervised training and :func:`speaker_train_loader`
+  (shuffled, seeded, full batches).
 - :func:`read_trials`: a VoxCeleb trial list; :func:`cohort_from_manifest`: the utterances of
   a training manifest used for mean subtraction and AS-norm.
 
@@ -24,6 +26,8 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 
 from lasersb.data.audio import AudioError, read_audio
 from lasersb.data.pipelines import dataloader_options
+from lasersb.data.vad import parse_segments
+from lasersb.data.vad import speech_only as keep_speech
 
 TARGET_WORDS = {"target": 1, "nontarget": 0, "1": 1, "0": 0, "tgt": 1, "imp": 0}
 
@@ -84,6 +88,52 @@ def read_segment(path, num_samples=None, sample_rate=16000, generator=None) -> t
     return torch.from_numpy(np.ascontiguousarray(samples.mean(axis=1)))
 
 
+def read_speech_segment(
+    path, segments, num_samples=None, sample_rate=16000, generator=None
+) -> torch.Tensor:
+    """Read a random segment of ``num_samples`` of the speech of a file (non-speech removed).
+
+    The speech is the concatenation of ``segments`` (``[start, end)`` sample ranges, as
+    :class:`lasersb.data.vad.EnergyVAD` finds them); the offset is drawn in that
+    concatenation, as hyperion crops its VAD'ed training audio, and only the file span that
+    covers the chosen speech is read. All the speech when it is shorter than ``num_samples``
+    or ``num_samples`` is ``None``.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.wav"
+    >>> soundfile.write(p, np.arange(100, dtype="float32") / 128, 16000)
+    >>> (read_speech_segment(p, [[10, 20], [50, 60]]) * 128).tolist()[8:12]
+    [18.0, 19.0, 50.0, 51.0]
+    >>> seg = read_speech_segment(p, [[10, 20], [50, 60]], 5, generator=random.Random(3))
+    >>> (seg * 128).tolist()
+    [17.0, 18.0, 19.0, 50.0, 51.0]
+    """
+    segments = np.asarray(segments, dtype=np.int64).reshape(-1, 2)
+    lengths = segments[:, 1] - segments[:, 0]
+    total = int(lengths.sum())
+    if total == 0:
+        raise AudioError(
+            f"{path}: the manifest lists no speech for this file (speech_segments is empty). "
+            "Re-run the data preparation with a min_duration > 0 to leave such files out."
+        )
+    if num_samples is None or total <= num_samples:
+        return keep_speech(read_segment(path, None, sample_rate), segments)
+    rng = generator if generator is not None else random
+    offset = rng.randint(0, total - num_samples)  # in the speech-only signal
+    ends = np.cumsum(lengths)
+    first = int(np.searchsorted(ends, offset, side="right"))
+    last = int(np.searchsorted(ends, offset + num_samples - 1, side="right"))
+    start = int(segments[first, 0] + offset - (ends[first] - lengths[first]))
+    stop = int(segments[last, 0] + offset + num_samples - (ends[last] - lengths[last]))
+    samples, _ = soundfile.read(str(path), start=start, stop=stop, dtype="float32",
+                                always_2d=True)  # fmt: skip
+    wav = torch.from_numpy(np.ascontiguousarray(samples.mean(axis=1)))
+    span = np.clip(segments[first : last + 1], start, stop) - start
+    return keep_speech(wav, span)
+
+
 def speaker_dataset(
     csv_path,
     segment_seconds=None,
@@ -91,6 +141,7 @@ def speaker_dataset(
     label_encoder=None,
     min_duration=None,
     replacements=None,
+    speech_only=False,
 ):
     """Dataset of a speaker manifest with ``sig`` a random segment of each utterance.
 
@@ -105,9 +156,14 @@ def speaker_dataset(
     label_encoder : speechbrain.dataio.encoder.CategoricalEncoder, optional
         When given, ``spk_id_encoded`` (speaker index) is provided too.
     min_duration : float, optional
-        Drop utterances shorter than this (seconds).
+        Drop utterances shorter than this (seconds; of speech with ``speech_only``).
     replacements : dict, optional
         ``$key`` replacements in the CSV (e.g. ``{"data_root": ...}``).
+    speech_only : bool
+        Serve only the speech of each utterance: the manifest's ``speech_segments`` column
+        (``data_prep/voxceleb_prepare.py`` with an energy VAD) is read, the non-speech samples
+        removed before the segment is cut (:func:`read_speech_segment`), as hyperion trains on
+        VAD'ed audio.
 
     Returns
     -------
@@ -133,14 +189,33 @@ def speaker_dataset(
     dataset = sb.dataio.dataset.DynamicItemDataset.from_csv(
         str(csv_path), replacements=replacements or {}
     )
+    if speech_only:
+        first = next(iter(dataset.data.values()), {})
+        if "speech_segments" not in first:
+            raise ValueError(
+                f"{csv_path} has no speech_segments column: it was prepared without the energy "
+                "VAD. Delete the manifest folder and prepare again with the VAD on (the recipe's "
+                "energy_vad: True), or set energy_vad: False to train on the raw audio."
+            )
     if min_duration is not None:
-        dataset = dataset.filtered_sorted(key_min_value={"duration": float(min_duration)})
+        key = "speech_duration" if speech_only else "duration"
+        dataset = dataset.filtered_sorted(key_min_value={key: float(min_duration)})
     num_samples = None if segment_seconds is None else int(round(segment_seconds * sample_rate))
 
-    @sb.utils.data_pipeline.takes("wav")
-    @sb.utils.data_pipeline.provides("sig")
-    def audio_pipeline(wav):
-        return read_segment(wav, num_samples, sample_rate)
+    if speech_only:
+
+        @sb.utils.data_pipeline.takes("wav", "speech_segments")
+        @sb.utils.data_pipeline.provides("sig")
+        def audio_pipeline(wav, speech_segments):
+            segments = parse_segments(speech_segments)
+            return read_speech_segment(wav, segments, num_samples, sample_rate)
+
+    else:
+
+        @sb.utils.data_pipeline.takes("wav")
+        @sb.utils.data_pipeline.provides("sig")
+        def audio_pipeline(wav):
+            return read_segment(wav, num_samples, sample_rate)
 
     dataset.add_dynamic_item(audio_pipeline)
     keys = ["id", "sig", "spk_id"]

@@ -8,7 +8,9 @@ Run from the repository root:
         --musan_folder=/data/musan --rir_folder=/data/RIRS_NOISES/simulated_rirs
 
 The script prepares the manifests (``data_prep/voxceleb_prepare.py``: VoxCeleb1/2 training
-speakers minus the test speakers), trains the student/teacher pair without labels (no speaker
+speakers minus the test speakers, with hyperion's energy VAD of the training audio when
+``energy_vad``: the speech segments of each file, utterances with less than ``min_duration``
+seconds of speech left out), trains the student/teacher pair without labels (no speaker
 label is read), exports the teacher's trunk to ``<output_folder>/embedding_model.ckpt``
 (:func:`lasersb.models.dino.load_embedding_model`) and, with ``score_after_training``, scores the
 trial lists with cosine similarity (plain, mean-subtracted, AS-norm): EER, minDCF and a DET plot
@@ -33,7 +35,8 @@ def prepare(hparams):
     """Write the manifests and trial lists (main process only); return their paths.
 
     The corpus-specific part of the recipe: ``data_prep/voxceleb_prepare.py`` (VoxCeleb1/2
-    training speakers minus the test speakers, a ``dev_fraction`` of held-out utterances).
+    training speakers minus the test speakers, a ``dev_fraction`` of held-out utterances, the
+    energy VAD's speech segments when ``energy_vad``).
     """
     kwargs = {
         "data_folder": hparams["data_folder"],
@@ -47,6 +50,7 @@ def prepare(hparams):
         "convert_m4a": hparams["convert_m4a"],
         "skip_bad_files": hparams["skip_bad_files"],
         "num_workers": hparams["prep_num_workers"],
+        "vad": hparams["vad"] if hparams["energy_vad"] else None,
     }
     return run_on_main(prepare_voxceleb, kwargs=kwargs)  # the result reaches every process
 
@@ -59,6 +63,7 @@ def main(argv):
         manifests["train"],
         segment_seconds=hparams["segment_seconds"],
         sample_rate=hparams["sample_rate"],
+        speech_only=hparams["energy_vad"],  # non-speech removed before the crops (hyperion)
     )
     brain = DINOBrain(
         modules=hparams["modules"],

@@ -48,6 +48,7 @@ def prepare(hparams):
         "convert_m4a": hparams["convert_m4a"],
         "skip_bad_files": hparams["skip_bad_files"],
         "num_workers": hparams["prep_num_workers"],
+        "vad": hparams["vad"] if hparams["energy_vad"] else None,
     }
     return run_on_main(prepare_voxceleb, kwargs=kwargs)  # the result reaches every process
 
@@ -64,6 +65,7 @@ def main(argv):
             segment_seconds=hparams["segment_seconds"],
             sample_rate=hparams["sample_rate"],
             label_encoder=encoder,
+            speech_only=hparams["energy_vad"],  # non-speech removed before the chunks (hyperion)
         )
         for name in ("train", "dev")
     }
