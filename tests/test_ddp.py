@@ -126,6 +126,32 @@ def torchrun_command(*args) -> list[str]:
     return [*([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]), *args]
 
 
+def kill_job(pid: int) -> None:
+    """SIGKILL a torchrun job: the launcher and every descendant.
+
+    torchrun starts each worker in a session of its own, so killing the launcher's process group
+    would leave the workers running (the kill of a whole job, as Slurm or the OOM killer does it,
+    reaches them all).
+    """
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    doomed, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        doomed.append(current)
+        todo.extend(children.get(current, []))
+    for victim in doomed:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def run_job(cmd: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a torchrun job in its own process group; a hung job is killed with all its workers."""
     proc = subprocess.Popen(
@@ -136,7 +162,7 @@ def run_job(cmd: list[str], env: dict, timeout: float = 300) -> subprocess.Compl
         output, _ = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:  # a hung collective: kill torchrun and both workers
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_job(proc.pid)
             proc.wait()
     return subprocess.CompletedProcess(cmd, proc.returncode, output, None)
 
@@ -297,10 +323,10 @@ def test_laser_torchrun_resumes_after_sigkill(mini_corpus, tiny_upstreams, tmp_p
                 break
             time.sleep(0.2)
         assert proc.poll() is None, "the job ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_job(proc.pid)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_job(proc.pid)
         proc.wait()
     assert not (out / "ssft_summary.json").exists(), "killed too late"
 
@@ -347,7 +373,7 @@ def test_laser_two_nodes_one_process_each(mini_corpus, tiny_upstreams, tmp_path)
     finally:
         for node in nodes:
             if node.poll() is None:
-                os.killpg(node.pid, signal.SIGKILL)
+                kill_job(node.pid)
                 node.wait()
     for node, output in zip(nodes, outputs):
         assert node.returncode == 0, output[-6000:]
