@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from speechbrain.dataio.dataio import length_to_mask
 from torch import nn
 
 
@@ -44,6 +45,24 @@ def lengths_to_padding_mask(frame_lens, max_len: int) -> torch.Tensor:
     frame_lens = torch.as_tensor(frame_lens)
     steps = torch.arange(max_len, device=frame_lens.device)
     return steps.unsqueeze(0) >= frame_lens.unsqueeze(1)
+
+
+def masked_mean(features: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
+    """Average ``(B, F, H)`` features over the first ``frame_lens[b]`` frames of each row.
+
+    Kept instead of ``speechbrain.nnet.pooling.StatisticsPooling(return_std=False)``, which
+    adds Gaussian noise to the mean (it takes relative lengths, too).
+
+    Example
+    -------
+    >>> x = torch.tensor([[[1.0], [3.0], [100.0]], [[2.0], [4.0], [6.0]]])
+    >>> masked_mean(x, torch.tensor([2, 3])).flatten().tolist()
+    [2.0, 4.0]
+    """
+    frame_lens = frame_lens.to(features.device)
+    mask = length_to_mask(frame_lens, max_len=features.shape[1], dtype=features.dtype)
+    total = (features * mask.unsqueeze(-1)).sum(dim=1)
+    return total / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
 def stack_hidden_states(hidden_states) -> torch.Tensor:
