@@ -111,6 +111,18 @@ def configure_encoder(
         Parameter accounting (:func:`lasersb.models.adapters.parameter_report`).
     table : str
         The same as a Markdown table.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from lasersb.models.heads import LinearCTCHead
+    >>> from lasersb.models.tiny_upstream import build_tiny_upstream
+    >>> from lasersb.models.upstream import SSLUpstream
+    >>> upstream = SSLUpstream(build_tiny_upstream("wav2vec2", tempfile.mkdtemp()))
+    >>> head = LinearCTCHead(upstream.hidden_size, 29)
+    >>> report, table = configure_encoder(upstream, head, finetune="frozen")
+    >>> report["total"]["trainable"] == report["head"]["total"]
+    True
     """
     if finetune not in FINETUNE_MODES:
         raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {finetune!r}.")
