@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from speechbrain.dataio.dataio import length_to_mask
 from torch import nn
 
 
@@ -59,8 +58,10 @@ def masked_mean(features: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tenso
     >>> masked_mean(x, torch.tensor([2, 3])).flatten().tolist()
     [2.0, 4.0]
     """
-    frame_lens = frame_lens.to(features.device)
-    mask = length_to_mask(frame_lens, max_len=features.shape[1], dtype=features.dtype)
+    # The mask of lengths_to_padding_mask, not speechbrain's length_to_mask (the same values):
+    # this module imports on the bare GPU image without speechbrain (bench/gpu_check.py).
+    valid = ~lengths_to_padding_mask(frame_lens.to(features.device), features.shape[1])
+    mask = valid.to(features.dtype)
     total = (features * mask.unsqueeze(-1)).sum(dim=1)
     return total / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
 
