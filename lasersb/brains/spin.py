@@ -20,7 +20,7 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 
-from lasersb.augment.crop import random_crop
+from lasersb.augment.lengths import random_crop
 from lasersb.brains.base import DistributedBrain
 
 logger = logging.getLogger(__name__)
