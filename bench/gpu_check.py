@@ -458,8 +458,9 @@ def step_superb_pr(rec, dry_run, deadline, scratch):
     import torch
     from speechbrain.dataio.batch import PaddedBatch
 
-    from lasersb.brains.superb import SuperbCTCBrain, attach_optional_components
+    from lasersb.brains.superb import SuperbCTCBrain
     from lasersb.config import load_hparams
+    from lasersb.data.feature_cache import FeatureCache
     from lasersb.experiment import resolve_run_opts
 
     sys.path.insert(0, str(BENCH))
@@ -493,7 +494,10 @@ def step_superb_pr(rec, dry_run, deadline, scratch):
     hparams_file = REPO / "recipes" / "SUPERB" / "pr" / "hparams" / "pr.yaml"
     hparams = load_hparams(hparams_file, overrides)
     batch_size = int(hparams["batch_size"])
-    attach_optional_components(hparams)
+    hparams["feature_cache"] = FeatureCache.for_upstream(  # as recipes/SUPERB/pr/train.py
+        hparams["feature_cache_folder"], hparams["upstream"], dtype=hparams["feature_cache_dtype"]
+    )
+    hparams["beam_decoder"] = None
     run_opts = resolve_run_opts({"device": str(device)}, hparams)
     brain = SuperbCTCBrain(
         modules=hparams["modules"],

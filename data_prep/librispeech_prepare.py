@@ -46,9 +46,11 @@ from pathlib import Path
 __all__ = [
     "DEFAULT_SPLITS",
     "LibriSpeechPrepError",
+    "available_splits",
     "load_lexicon",
     "main",
     "prepare_librispeech",
+    "prepared_splits",
 ]
 
 logger = logging.getLogger(__name__)
@@ -436,6 +438,49 @@ def prepare_librispeech(
         )  # fmt: skip
     options_path.write_text(json.dumps({"options": options, "stats": stats}, indent=2) + "\n")
     return csv_paths
+
+
+def available_splits(data_folder, splits: Sequence[str]) -> list[str]:
+    """The splits of ``splits`` present as folders of ``data_folder`` (others are logged).
+
+    ``data_folder`` may be the ``LibriSpeech`` folder or its parent (the mini corpus root).
+    Recipes use it to skip the evaluation splits a user did not download.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "LibriSpeech" / "test-clean").mkdir(parents=True)
+    >>> available_splits(root, ["test-clean", "test-other"])
+    ['test-clean']
+    """
+    root = Path(data_folder)
+    present = []
+    for split in splits:
+        if (root / split).is_dir() or (root / "LibriSpeech" / split).is_dir():
+            present.append(split)
+        else:
+            logger.warning("Split %s not found in %s: not evaluated", split, data_folder)
+    return present
+
+
+def prepared_splits(save_folder) -> list[str]:
+    """The splits of an earlier preparation in ``save_folder`` (empty when there is none).
+
+    A recipe whose splits are a subset of these can ask for the same list again, so that a
+    manifest folder shared between runs (LASER's run.sh) is not prepared anew.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> prepared_splits(tempfile.mkdtemp())
+    []
+    """
+    path = Path(save_folder) / OPTIONS_FILE
+    try:
+        return list(json.loads(path.read_text())["options"]["splits"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def main(argv=None) -> dict[str, Path]:

@@ -6,9 +6,6 @@
   ``train.py``.
 * No ``lasersb`` module imports ``data_prep`` (also not in a function): the library does not
   depend on the corpus preparation scripts; recipes call both.
-
-Files that still break a rule are marked ``xfail`` (not strict) with what is left, so the test
-documents the remaining work and turns green (XPASS) when it is done.
 """
 
 from __future__ import annotations
@@ -24,27 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 BRAIN_FILES = sorted(p for p in (REPO / "lasersb" / "brains").glob("*.py"))
 LIBRARY_FILES = sorted((REPO / "lasersb").rglob("*.py"))
 
-#: Brain files that still define public non-Brain classes or functions (outside this change).
-NOT_ONLY_BRAINS = {
-    "adapter_ctc.py": "TrainableParameters, configure_encoder, character_units, "
-    "prepare_adapter_asr_data, fit_tokenizer (models/data preparation still in brains/)",
-    "laser.py": "export_readme (a recipe step)",
-    "superb.py": "add_ctc_targets, batch_ctc_loss, available_splits, prepare_superb_data, "
-    "superb_datasets, attach_optional_components, run_superb_recipe (the SUPERB recipe body)",
-    "template.py": "num_hidden_states, masked_mean (model helpers)",
-}
-#: lasersb modules that still import data_prep (outside this change).
-IMPORTS_DATA_PREP = {
-    "lasersb/brains/adapter_ctc.py": "prepares three corpora",
-    "lasersb/brains/superb.py": "prepares the SUPERB data",
-}
-
-
-def _marked(path: Path, known: dict, key: str):
-    reason = known.get(key)
-    marks = [pytest.mark.xfail(strict=False, reason=f"still to move: {reason}")] if reason else []
-    return pytest.param(path, id=key, marks=marks)
-
 
 def _public_definitions(path: Path) -> tuple[list[str], list[str]]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -58,7 +34,7 @@ def _public_definitions(path: Path) -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.parametrize(
-    "path", [_marked(p, NOT_ONLY_BRAINS, p.name) for p in BRAIN_FILES if p.name != "__init__.py"]
+    "path", [p for p in BRAIN_FILES if p.name != "__init__.py"], ids=lambda p: p.name
 )
 def test_brains_define_only_brains(path):
     classes, functions = _public_definitions(path)
@@ -85,25 +61,11 @@ def _data_prep_imports(path: Path) -> list[int]:
     return lines
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        _marked(p, IMPORTS_DATA_PREP, p.relative_to(REPO).as_posix())
-        for p in LIBRARY_FILES
-        if p.relative_to(REPO).as_posix() in IMPORTS_DATA_PREP
-    ],
-)
-def test_known_data_prep_imports_are_listed(path):
-    """The offenders still listed (xfail until they stop importing data_prep)."""
-    assert not _data_prep_imports(path), f"{path} imports data_prep"
-
-
 def test_no_library_module_imports_data_prep():
     offenders = {
         p.relative_to(REPO).as_posix(): lines
         for p in LIBRARY_FILES
         if (lines := _data_prep_imports(p))
-        and p.relative_to(REPO).as_posix() not in IMPORTS_DATA_PREP
     }
     assert not offenders, (
         f"lasersb modules import data_prep (file: lines): {offenders}; the recipe's train.py "

@@ -1,10 +1,11 @@
 """Every recipe x hparams file is registered in ``recipes/registry.yaml`` and runs.
 
 * Consistency (fast): every ``*.yaml`` under ``hparams/`` and ``recipes/*/*/hparams/`` is
-  registered exactly once; every top-level key of each file is read by its script, a
-  ``lasersb.brains`` module, a ``lasersb``/``data_prep`` module the script imports,
-  SpeechBrain's run options, or another key (``!ref <key>``), as
-  SpeechBrain's ``tests/consistency`` checks; override keys exist in the file's hparams.
+  registered exactly once; every top-level key of each file is read (``hparams["key"]``,
+  ``self.hparams.key``, ``hparam_value(file, "key")``) by its script, a ``lasersb.brains``
+  module or a ``lasersb``/``data_prep`` module the script imports, or is one of SpeechBrain's
+  run options, or is used by another key (``!ref <key>``), as SpeechBrain's
+  ``tests/consistency`` checks; override keys exist in the file's hparams.
 * ``mode: load`` entries (full-scale files) are loaded with their debug overrides (every object
   built, no training); their ``checkpointer`` must be an ``AtomicCheckpointer``.
 * ``mode: run`` entries run their ``train.py`` in-process for a couple of steps on the mini
@@ -66,10 +67,8 @@ FRAMEWORK_KEYS = {
     "find_unused_parameters",
     "remove_vector_weight_decay",
 }
-COMMON_SOURCES = [
-    REPO / "lasersb" / "experiment.py",
-    *sorted((REPO / "lasersb" / "brains").glob("*.py")),
-]
+# Read by every recipe; a script's Brain module is among the modules it imports.
+COMMON_SOURCES = [REPO / "lasersb" / "experiment.py", REPO / "lasersb" / "brains" / "base.py"]
 
 
 def load_registry(path=REGISTRY) -> list[dict]:
@@ -169,11 +168,14 @@ def _chain(path: Path) -> list[Path]:
         chain.append((chain[-1].parent / str(data["inherit"])).resolve())
 
 
-def _imported_sources(script: Path) -> list[Path]:
-    """Files of the ``lasersb``/``data_prep`` modules a script imports (they may read hparams)."""
+def _imported_sources(script: Path, files=None) -> list[Path]:
+    """Files of the ``lasersb``/``data_prep`` modules a script imports (they may read hparams).
+
+    Followed through ``lasersb.brains`` modules: a Brain reads the keys of the mixins it imports.
+    """
     import ast
 
-    files = []
+    files = [] if files is None else files
     for node in ast.walk(ast.parse(script.read_text(encoding="utf-8"))):
         names = []
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -187,17 +189,21 @@ def _imported_sources(script: Path) -> list[Path]:
             for candidate in (base.with_suffix(".py"), base / "__init__.py"):
                 if candidate.is_file() and candidate not in files:
                     files.append(candidate)
+                    if candidate.parent.name == "brains":
+                        _imported_sources(candidate, files)
     return files
 
 
 def _key_is_used(key: str, sources: str, yaml_texts: str) -> bool:
     if key in FRAMEWORK_KEYS or f"<{key}>" in yaml_texts or f"<{key}." in yaml_texts:
         return True
+    # Only real reads count: hparams["key"], hparams.key (self.hparams.key) and
+    # lasersb.config.hparam_value(file, "key"); a name quoted anywhere else (a kwarg, a
+    # docstring, a getattr default) does not.
     patterns = [
-        rf"""\[\s*["']{re.escape(key)}["']\s*\]""",  # hparams["key"]
-        rf"""["']{re.escape(key)}["']""",  # get("key"), getattr(hp, "key"), kwargs names
-        rf"\bhparams\.{re.escape(key)}\b",  # self.hparams.key
-        rf"\bhp\.{re.escape(key)}\b",
+        rf"""\bhparams\s*\[\s*["']{re.escape(key)}["']\s*\]""",
+        rf"\bhparams\.{re.escape(key)}\b",
+        rf"""\bhparam_value\([^,()]+,\s*["']{re.escape(key)}["']""",
     ]
     return any(re.search(p, sources) for p in patterns)
 
@@ -219,8 +225,8 @@ def test_every_hparams_key_is_used(entry):
         assert key in keys and str(reason).strip(), f"{entry['name']}: unused_ok {key!r}"
     unused = [k for k in keys if k not in unused_ok and not _key_is_used(k, sources, yaml_texts)]
     assert not unused, (
-        f"{entry['hparams']}: keys not used by {entry['script']} nor lasersb/brains: {unused}. "
-        "Remove them, use them, or list them in unused_ok with a reason."
+        f"{entry['hparams']}: keys not read by {entry['script']} nor the lasersb modules it "
+        f"imports: {unused}. Remove them, use them, or list them in unused_ok with a reason."
     )
     # Override keys must exist somewhere in the inheritance chain (typos fail loudly).
     chain_keys = set()

@@ -8,8 +8,9 @@ import soundfile
 import speechbrain as sb
 import torch
 
-from lasersb.brains.superb import SuperbCTCBrain, add_ctc_targets
+from lasersb.brains.superb import SuperbCTCBrain
 from lasersb.data.feature_cache import FeatureCache, module_checksum, pad_hidden_states
+from lasersb.data.pipelines import add_ctc_targets
 from lasersb.data.tokenizers import CharTokenizer, PhoneTokenizer
 from lasersb.decoding import CTCBeamDecoder, ctc_greedy_decode
 from lasersb.metrics.error_rates import ErrorRateTracker, compute_error_rate
@@ -147,6 +148,15 @@ def _brain(upstream_folder, tokenizer, task, tmp_path, cache=None):
         "output_folder": str(tmp_path),
         "feature_cache": cache,
         "specaug": FeatureSpecAugment(0, (0, 2), 1, (0, 4), 1) if task == "asr" else None,
+        "beam_decoder": None,
+        "epoch_counter": sb.utils.epoch_loop.EpochCounter(1),
+        "valid_interval_epochs": 1,
+        "num_checkpoints_to_keep": 1,
+        "checkpoint_selection": "dev",
+        "upstream_source": str(upstream_folder),
+        "upstream_name": None,
+        "train_logger": None,
+        "tensorboard_logger": None,
     }
     modules = {"upstream": upstream, "featuriser": featuriser, "head": head}
     return SuperbCTCBrain(

@@ -26,173 +26,19 @@ import logging
 from pathlib import Path
 
 import speechbrain as sb
-import torch
 import torch.nn.functional as F
-from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
+from lasersb.alignment.ctc import batch_ctc_loss
 from lasersb.brains.base import DistributedBrain
-from lasersb.brains.superb import batch_ctc_loss
 from lasersb.decoding import ctc_greedy_decode
-from lasersb.metrics.error_rates import ErrorRateTracker
+from lasersb.metrics.error_rates import ErrorRateTracker, character_units
 from lasersb.models import adapters as adapter_lib
+from lasersb.models.finetuning import TrainableParameters, configure_encoder
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 ADAPTERS_FILE = "adapters.pt"
-FINETUNE_MODES = ("adapters", "full", "frozen")
-
-
-@register_checkpoint_hooks
-class TrainableParameters:
-    """Checkpoint only the trainable parameters of a module (adapters, norms, head...).
-
-    Arguments
-    ---------
-    module : torch.nn.Module
-        The module whose ``requires_grad`` parameters are saved and restored.
-
-    Example
-    -------
-    >>> import tempfile, pathlib
-    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
-    >>> _ = net[0].requires_grad_(False)
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "params.ckpt"
-    >>> TrainableParameters(net).save(path)
-    >>> sorted(torch.load(path, weights_only=True))
-    ['1.bias', '1.weight']
-    >>> TrainableParameters(net).load(path)
-    """
-
-    def __init__(self, module):
-        self.module = module
-
-    def state_dict(self) -> dict:
-        """The trainable parameters (CPU copies)."""
-        return {
-            name: param.detach().cpu().clone()
-            for name, param in self.module.named_parameters()
-            if param.requires_grad
-        }
-
-    @mark_as_saver
-    def save(self, path):
-        """Write the trainable parameters to ``path``."""
-        torch.save(self.state_dict(), path)
-
-    @mark_as_loader
-    def load(self, path, end_of_epoch=False):
-        """Restore the parameters saved in ``path`` (names must exist in the module)."""
-        del end_of_epoch
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        own = dict(self.module.named_parameters())
-        unknown = [name for name in state if name not in own]
-        if unknown:
-            raise ValueError(
-                f"Checkpoint {path} has parameters this model lacks ({unknown[:3]}...): it was "
-                "written with another adapter/fine-tuning configuration; use a new output_folder."
-            )
-        with torch.no_grad():
-            for name, value in state.items():
-                own[name].copy_(value.to(own[name].device))
-
-
-def configure_encoder(
-    upstream,
-    head,
-    finetune="adapters",
-    adapter_layers="all",
-    adapter_bottleneck=256,
-    adapter_positions=adapter_lib.POSITIONS,
-    adapter_layer_norm=False,
-    adapter_activation="gelu",
-    adapter_dropout=0.0,
-    train_layer_norms=True,
-):
-    """Insert adapters (``finetune="adapters"``) and set which parameters are trained.
-
-    Arguments
-    ---------
-    upstream : lasersb.models.upstream.SSLUpstream
-        The encoder.
-    head : torch.nn.Module
-        The task head (always trained).
-    finetune : str
-        ``"adapters"``, ``"full"`` (all but the CNN) or ``"frozen"`` (head only).
-    adapter_layers, adapter_bottleneck, adapter_positions, adapter_layer_norm,
-    adapter_activation, adapter_dropout
-        Passed to :func:`lasersb.models.adapters.add_adapters`.
-    train_layer_norms : bool
-        With adapters, also train the encoder's layer norms (as in the paper).
-
-    Returns
-    -------
-    report : dict
-        Parameter accounting (:func:`lasersb.models.adapters.parameter_report`).
-    table : str
-        The same as a Markdown table.
-    """
-    if finetune not in FINETUNE_MODES:
-        raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {finetune!r}.")
-    if finetune == "adapters":
-        existing = adapter_lib.adapter_config(upstream)
-        if existing:
-            # The upstream came with adapters (an SSFT export with use_adapters): fine-tune that
-            # set only if it is the one asked for, never silently in place of it.
-            wanted = {
-                "layers": adapter_lib.resolve_layer_indices(adapter_layers, existing["num_layers"]),
-                "positions": [
-                    p
-                    for p in adapter_lib.POSITIONS
-                    if p
-                    in (
-                        (adapter_positions,)
-                        if isinstance(adapter_positions, str)
-                        else adapter_positions
-                    )
-                ],
-                "bottleneck": int(adapter_bottleneck),
-                "layer_norm": bool(adapter_layer_norm),
-            }
-            if {key: existing[key] for key in wanted} != wanted:
-                raise ValueError(
-                    f"The upstream already carries lasersb adapters {existing} (an export with "
-                    f"adapters), not the set asked for ({wanted}). Use the original upstream as "
-                    "upstream_source, or ask for the same adapter set to fine-tune it further."
-                )
-            logger.info("Fine-tuning the adapters the upstream carries: %s", existing)
-        else:
-            adapter_lib.add_adapters(
-                upstream,
-                layers=adapter_layers,
-                bottleneck=adapter_bottleneck,
-                positions=adapter_positions,
-                layer_norm=adapter_layer_norm,
-                activation=adapter_activation,
-                dropout=adapter_dropout,
-            )
-        adapter_lib.mark_trainable(
-            upstream, adapters=True, layer_norms=train_layer_norms, extra_modules=[head]
-        )
-    elif finetune == "frozen":
-        adapter_lib.mark_trainable(upstream, adapters=False, extra_modules=[head])
-    else:
-        upstream.requires_grad_(True)
-        for module in adapter_lib._feature_encoder_modules(upstream):
-            module.requires_grad_(False)
-        head.requires_grad_(True)
-    return adapter_lib.parameter_report(adapter_lib.parameter_groups(upstream, head))
-
-
-def character_units(text: str) -> list[str]:
-    """Characters of a transcript for CER (spaces count, as ``|``).
-
-    Example
-    -------
-    >>> character_units("a  cat")
-    ['A', '|', 'C', 'A', 'T']
-    """
-    return list("|".join(str(text).upper().split()))
 
 
 class AdapterCTCBrain(DistributedBrain):
@@ -201,14 +47,17 @@ class AdapterCTCBrain(DistributedBrain):
     Expected ``modules``: ``upstream`` (:class:`lasersb.models.upstream.SSLUpstream` built with
     ``trainable_layers=0``; this Brain sets what is trained) and ``head``
     (:class:`lasersb.models.heads.LinearCTCHead`). Expected ``hparams``: ``tokenizer``
-    (``CharTokenizer`` or ``SentencePieceTokenizer``), ``finetune``, ``lr``, ``output_folder``,
-    and for adapters ``adapter_layers``, ``adapter_bottleneck``, ``adapter_positions``,
-    ``adapter_layer_norm``, ``adapter_activation``, ``adapter_dropout``, ``train_layer_norms``;
-    optional: ``encoder_lr`` and ``freeze_encoder_steps`` (full), ``mask_time_prob`` /
-    ``mask_time_length`` (HF SpecAugment-style time masking of the encoder input during
-    training), ``lr_schedule`` (:class:`lasersb.schedules.WarmupSchedule`),
-    ``select_metric`` (``WER``, default, or ``CER``: the dev metric that picks the checkpoint),
-    ``train_logger``, ``tensorboard_logger``, ``epoch_counter``, ``upstream_source``.
+    (``CharTokenizer`` or ``SentencePieceTokenizer``), ``finetune``, ``output_folder``,
+    ``upstream_source``, ``num_checkpoints_to_keep``, ``select_metric`` (``WER`` or ``CER``: the
+    dev metric that picks the checkpoint), the adapter set (``adapter_layers``,
+    ``adapter_bottleneck``, ``adapter_positions``, ``adapter_layer_norm``,
+    ``adapter_activation``, ``adapter_dropout``, ``train_layer_norms``: see
+    :func:`lasersb.models.finetuning.configure_encoder`), ``encoder_lr`` and
+    ``freeze_encoder_steps`` (full fine-tuning), ``mask_time_prob`` / ``mask_time_length`` (HF
+    SpecAugment-style time masking of the encoder input during training; ``0`` or ``None``:
+    none); and, each possibly ``None``: ``lr_schedule``
+    (:class:`lasersb.schedules.WarmupSchedule`), ``train_logger``, ``tensorboard_logger``.
+    All are read as ``self.hparams.key``: a missing one fails with its name.
     """
 
     @property
@@ -218,22 +67,21 @@ class AdapterCTCBrain(DistributedBrain):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        hp = self.hparams
-        self.finetune = getattr(hp, "finetune", "adapters")
-        self.select_metric = getattr(hp, "select_metric", "WER")
+        self.finetune = self.hparams.finetune
+        self.select_metric = self.hparams.select_metric
         if self.select_metric not in ("WER", "CER"):
             raise ValueError(f"select_metric must be WER or CER, got {self.select_metric!r}.")
         self.parameter_accounting, self.parameter_table = configure_encoder(
             self.modules.upstream,
             self.modules.head,
             finetune=self.finetune,
-            adapter_layers=getattr(hp, "adapter_layers", "all"),
-            adapter_bottleneck=getattr(hp, "adapter_bottleneck", 256),
-            adapter_positions=getattr(hp, "adapter_positions", adapter_lib.POSITIONS),
-            adapter_layer_norm=getattr(hp, "adapter_layer_norm", False),
-            adapter_activation=getattr(hp, "adapter_activation", "gelu"),
-            adapter_dropout=getattr(hp, "adapter_dropout", 0.0),
-            train_layer_norms=getattr(hp, "train_layer_norms", True),
+            adapter_layers=self.hparams.adapter_layers,
+            adapter_bottleneck=self.hparams.adapter_bottleneck,
+            adapter_positions=self.hparams.adapter_positions,
+            adapter_layer_norm=self.hparams.adapter_layer_norm,
+            adapter_activation=self.hparams.adapter_activation,
+            adapter_dropout=self.hparams.adapter_dropout,
+            train_layer_norms=self.hparams.train_layer_norms,
         )
         fraction = 100.0 * self.parameter_accounting["trainable_fraction"]
         message = (
@@ -243,7 +91,7 @@ class AdapterCTCBrain(DistributedBrain):
         logger.debug(message)  # to the experiment's log file; printed once on the console
         if sb.utils.distributed.if_main_process():
             print(message, flush=True)
-            folder = Path(hp.output_folder)
+            folder = Path(self.hparams.output_folder)
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "parameters.md").write_text(self.parameter_table + "\n", encoding="utf-8")
         if self.checkpointer is not None:
@@ -260,11 +108,11 @@ class AdapterCTCBrain(DistributedBrain):
         if self.finetune == "full":
             model.train(training)
             model.feature_extractor.eval()
-        mask_prob = float(getattr(self.hparams, "mask_time_prob", 0.0) or 0.0)
+        mask_prob = float(self.hparams.mask_time_prob or 0.0)
         if mask_prob > 0 and hasattr(model, "masked_spec_embed"):
             model.config.apply_spec_augment = training
             model.config.mask_time_prob = mask_prob
-            model.config.mask_time_length = int(getattr(self.hparams, "mask_time_length", 10))
+            model.config.mask_time_length = int(self.hparams.mask_time_length)
             model.training = training  # the top-level flag only: masking, no extra dropout
 
     def compute_forward(self, batch, stage):
@@ -320,11 +168,11 @@ class AdapterCTCBrain(DistributedBrain):
                 small.append(param)
         groups = [{"params": small, "name": "adapters_head"}]
         if encoder:
-            lr = float(getattr(self.hparams, "encoder_lr", self.hparams.lr))
+            lr = float(self.hparams.encoder_lr)
             groups.append({"params": encoder, "lr": lr, "name": "encoder"})
         self.optimizer = self.opt_class(groups)
         self.optimizers_dict = {"optimizer": self.optimizer}
-        schedule = getattr(self.hparams, "lr_schedule", None)
+        schedule = self.hparams.lr_schedule
         if schedule is not None:
             schedule.attach(self.optimizer)
         self._apply_encoder_freeze()
@@ -335,7 +183,7 @@ class AdapterCTCBrain(DistributedBrain):
 
     def _apply_encoder_freeze(self):
         """Zero the encoder group's lr during the first ``freeze_encoder_steps`` updates."""
-        steps = int(getattr(self.hparams, "freeze_encoder_steps", 0) or 0)
+        steps = int(self.hparams.freeze_encoder_steps or 0)
         for group in self.optimizer.param_groups:
             if group.get("name") == "encoder" and self.optimizer_step < steps:
                 group["lr"] = 0.0
@@ -343,7 +191,7 @@ class AdapterCTCBrain(DistributedBrain):
     def on_fit_start(self):
         """Recover the latest checkpoint and re-apply the schedule's learning rate."""
         super().on_fit_start()
-        schedule = getattr(self.hparams, "lr_schedule", None)
+        schedule = self.hparams.lr_schedule
         if schedule is not None and getattr(self, "optimizer", None) is not None:
             schedule._apply(self.optimizer)
             self._apply_encoder_freeze()
@@ -352,11 +200,11 @@ class AdapterCTCBrain(DistributedBrain):
         """Advance the schedule; log the loss and learning rate per step to TensorBoard."""
         if not should_step:
             return
-        schedule = getattr(self.hparams, "lr_schedule", None)
+        schedule = self.hparams.lr_schedule
         if schedule is not None:
             schedule.step(self.optimizer)
         self._apply_encoder_freeze()
-        tb = getattr(self.hparams, "tensorboard_logger", None)
+        tb = self.hparams.tensorboard_logger
         if tb is not None:  # log_stats runs on the main process only (and syncs all)
             tb.log_stats(
                 stats_meta={"step": self.optimizer_step},
@@ -381,7 +229,7 @@ class AdapterCTCBrain(DistributedBrain):
         wer = self.wer_tracker.summarize()
         cer = self.cer_tracker.summarize()
         stats = {"loss": stage_loss, "WER": wer["error_rate"], "CER": cer["error_rate"]}
-        train_logger = getattr(self.hparams, "train_logger", None)
+        train_logger = self.hparams.train_logger
         if stage == sb.Stage.VALID:
             meta = {"epoch": epoch, "optimizer_step": self.optimizer_step}
             if train_logger is not None:
@@ -390,7 +238,7 @@ class AdapterCTCBrain(DistributedBrain):
                     train_stats=getattr(self, "train_stats", None),
                     valid_stats=stats,
                 )
-            tb = getattr(self.hparams, "tensorboard_logger", None)
+            tb = self.hparams.tensorboard_logger
             if tb is not None:  # log_stats runs on the main process only (and syncs all)
                 tb.log_stats(
                     stats_meta={"step": self.optimizer_step},
@@ -401,7 +249,7 @@ class AdapterCTCBrain(DistributedBrain):
                 self.checkpointer.save_and_keep_only(
                     meta={"WER": stats["WER"], "CER": stats["CER"], "epoch": epoch},
                     min_keys=[self.select_metric],
-                    num_to_keep=int(getattr(self.hparams, "num_checkpoints_to_keep", 1)),
+                    num_to_keep=int(self.hparams.num_checkpoints_to_keep),
                 )
         else:
             self.test_summary = {"WER": wer, "CER": cer, "loss": float(stage_loss)}
@@ -449,7 +297,7 @@ class AdapterCTCBrain(DistributedBrain):
         results = {
             "task": "asr",
             "finetune": self.finetune,
-            "upstream": str(getattr(self.hparams, "upstream_source", "")),
+            "upstream": str(self.hparams.upstream_source),
             "tokenizer": repr(self.hparams.tokenizer),
             "adapters": adapter_lib.adapter_config(self.unwrapped.upstream),
             "parameters": self.parameter_accounting,
@@ -494,95 +342,9 @@ class AdapterCTCBrain(DistributedBrain):
                     self.unwrapped.upstream,
                     self.unwrapped.head,
                     extra={"upstream": results["upstream"], "tokenizer": results["tokenizer"]},
-                    layer_norms=bool(getattr(self.hparams, "train_layer_norms", True)),
+                    layer_norms=bool(self.hparams.train_layer_norms),
                 )
                 results["adapter_checkpoint"] = str(path)
                 results["adapter_checkpoint_bytes"] = path.stat().st_size
             (folder / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
         return results
-
-
-# ---------------------------------------------------------------------- data preparation
-def prepare_adapter_asr_data(hparams: dict) -> dict:
-    """Prepare the manifests of an adapter-transfer ASR run (idempotent).
-
-    ``train_corpus`` picks the training data: ``librilight`` (``librilight_folder``,
-    ``librilight_subset``; the paper's English setting), ``librispeech`` (LibriSpeech splits
-    named in ``train_splits``, e.g. ``train-clean-100``) or ``commonvoice``
-    (``commonvoice_folder``, ``commonvoice_language``, ``commonvoice_hours``; the paper's
-    second language). Dev/test splits named like ``cv-<lang>-<split>`` come from Common
-    Voice, the others from LibriSpeech (``data_folder``); LibriSpeech evaluation splits
-    missing on disk are skipped. Returns ``{split name: manifest path}``.
-    """
-    from data_prep.librispeech_prepare import prepare_librispeech
-    from lasersb.brains.superb import available_splits
-
-    corpus = hparams.get("train_corpus", "librilight")
-    folder = hparams["manifest_folder"]
-    manifests = {}
-    wanted = [*hparams["train_splits"], hparams["dev_split"], *hparams["test_splits"]]
-    if corpus == "librilight":
-        from data_prep.librilight_prepare import prepare_librilight
-
-        if not hparams.get("librilight_folder"):
-            raise ValueError(
-                "train_corpus: librilight needs --librilight_folder=<librispeech_finetuning>; "
-                "or use --train_corpus=librispeech --train_splits=[train-clean-100]."
-            )
-        manifests.update(
-            prepare_librilight(
-                hparams["librilight_folder"],
-                folder,
-                subset=hparams["librilight_subset"],
-                num_workers=hparams["prep_num_workers"],
-            )
-        )
-    elif corpus == "commonvoice":
-        from data_prep.commonvoice_prepare import prepare_commonvoice
-
-        if not hparams.get("commonvoice_folder"):
-            raise ValueError("train_corpus: commonvoice needs --commonvoice_folder=<cv/lang>.")
-        manifests.update(
-            prepare_commonvoice(
-                hparams["commonvoice_folder"],
-                folder,
-                language=hparams["commonvoice_language"],
-                max_train_hours=hparams.get("commonvoice_hours"),
-                seed=hparams.get("seed", 0),
-                num_workers=hparams["prep_num_workers"],
-            )
-        )
-    elif corpus != "librispeech":
-        raise ValueError(
-            f"train_corpus must be librilight, librispeech or commonvoice, got {corpus!r}."
-        )
-    librispeech = [s for s in dict.fromkeys(wanted) if s not in manifests]
-    required = [s for s in librispeech if s in (*hparams["train_splits"], hparams["dev_split"])]
-    optional = [s for s in librispeech if s not in required]
-    splits = required + available_splits(hparams["data_folder"], optional)
-    if splits:
-        manifests.update(
-            prepare_librispeech(
-                hparams["data_folder"],
-                folder,
-                splits=tuple(splits),
-                lexicon_file=hparams.get("lexicon_file"),
-                skip_bad_files=hparams.get("skip_bad_files", False),
-                num_workers=hparams["prep_num_workers"],
-            )
-        )
-    return manifests
-
-
-def fit_tokenizer(hparams: dict, manifests: dict):
-    """Train (or load) a SentencePiece tokenizer on the training transcripts; no-op for chars."""
-    tokenizer = hparams["tokenizer"]
-    if not hasattr(tokenizer, "fit"):
-        return tokenizer
-    from lasersb.data.manifests import merge_manifests
-
-    train = [manifests[s] for s in hparams["train_splits"]]
-    csv_path = train[0]
-    if len(train) > 1:
-        csv_path = merge_manifests(train, Path(hparams["manifest_folder"]) / "train.csv")
-    return tokenizer.fit(csv_path)

@@ -22,63 +22,12 @@ import torch
 from speechbrain.utils.distributed import if_main_process
 
 from lasersb.brains.base import DistributedBrain
+from lasersb.models.export import export_readme
 
 logger = logging.getLogger(__name__)
 
 ALIGNMENT_BEFORE = "alignment_before.pt"
 ADAPTERS_FILE = "lasersb_adapters.pt"
-
-
-def export_readme(info: dict) -> str:
-    """The ``README.md`` of an SSFT export: what it is and how to load it.
-
-    Arguments
-    ---------
-    info : dict
-        The content of the export's ``lasersb_export.json``.
-
-    Example
-    -------
-    >>> text = export_readme({"source": "facebook/hubert-base-ls960", "optimizer_step": 3600,
-    ...                       "method": "LASER SSFT", "adapters": None})
-    >>> "AutoModel.from_pretrained" in text
-    True
-    """
-    lines = [
-        f"# {info['method']} upstream (lasersb export)",
-        "",
-        f"Fine-tuned from `{info['source']}` for {info['optimizer_step']} optimiser steps.",
-        "",
-        "Load it with lasersb (every recipe's `--upstream_source=<this folder>` does):",
-        "",
-        "```python",
-        "from lasersb.models.upstream import SSLUpstream, load_upstream",
-        "model = load_upstream(folder)       # transformers model",
-        "upstream = SSLUpstream(folder)      # frozen upstream for recipes",
-        "```",
-        "",
-    ]
-    adapters = info.get("adapters")
-    if adapters:
-        config = adapters["config"]
-        lines += [
-            f"It carries {adapters['count']} lasersb bottleneck adapters (layers "
-            f"{config['layers']}, positions {config['positions']}, bottleneck "
-            f"{config['bottleneck']}) trained on a frozen upstream. Their weights are in "
-            "`model.safetensors`, their configuration in `config.json` (`lasersb_adapters`).",
-            "",
-            "`transformers.AutoModel.from_pretrained(folder)` refuses this folder on purpose "
-            "(its `model_type` names lasersb's loader): transformers would load the base model "
-            "and drop the adapters. Without lasersb's loader, the adapter set alone is "
-            f"`{adapters['file']}` (`lasersb.models.adapters.load_adapters(file, model)` puts "
-            "it onto the original upstream).",
-        ]
-    else:
-        lines += [
-            "It is a plain transformers folder: `transformers.AutoModel.from_pretrained(folder)` "
-            "loads the same weights.",
-        ]
-    return "\n".join(lines) + "\n"
 
 
 class LaserBrain(DistributedBrain):
@@ -95,7 +44,8 @@ class LaserBrain(DistributedBrain):
     :class:`lasersb.alignment.LengthNormalised` of it), ``regulariser``
     (:class:`lasersb.alignment.TemporalRegulariser`), ``reg_alpha``, ``use_regulariser``,
     ``lr_schedule`` (:class:`lasersb.schedules.WarmupSchedule`), ``output_folder``,
-    and optionally ``train_logger``, ``tensorboard_logger``, ``valid_seed``.
+    ``valid_seed``, ``num_checkpoints_to_keep``, ``upstream_source``, and ``train_logger``,
+    ``tensorboard_logger`` (each possibly ``None``).
     """
 
     # ------------------------------------------------------------------ forward / loss
@@ -114,7 +64,7 @@ class LaserBrain(DistributedBrain):
         """Perturbed views of a batch; validation views are reproducible (seeded per batch)."""
         if generator is None and stage != sb.Stage.TRAIN:
             generator = torch.Generator(device="cpu")
-            generator.manual_seed(int(getattr(self.hparams, "valid_seed", 1234)) + self.step)
+            generator.manual_seed(int(self.hparams.valid_seed) + self.step)
         return self.hparams.views(wavs, wav_lens, generator=generator)
 
     def compute_forward(self, batch, stage):
@@ -182,7 +132,7 @@ class LaserBrain(DistributedBrain):
         if not should_step:
             return
         self.hparams.lr_schedule.step(self.optimizer)
-        tb = getattr(self.hparams, "tensorboard_logger", None)
+        tb = self.hparams.tensorboard_logger
         if tb is not None:  # log_stats runs on the main process only (and syncs all)
             tb.log_stats(
                 stats_meta={"step": self.optimizer_step},
@@ -211,7 +161,7 @@ class LaserBrain(DistributedBrain):
         if stage == sb.Stage.VALID:
             self.valid_stats = stats
             meta["lr"] = self.optimizer.param_groups[0]["lr"]
-            train_logger = getattr(self.hparams, "train_logger", None)
+            train_logger = self.hparams.train_logger
             if train_logger is not None:
                 train_logger.log_stats(
                     stats_meta=meta, train_stats=self.train_stats, valid_stats=stats
@@ -219,12 +169,10 @@ class LaserBrain(DistributedBrain):
             if self.checkpointer is not None:
                 self.checkpointer.save_and_keep_only(
                     meta={"valid_loss": stats["loss"], "optimizer_step": self.optimizer_step},
-                    num_to_keep=int(getattr(self.hparams, "num_checkpoints_to_keep", 2)),
-                    # A fresh list: SpeechBrain's default list grows with every call.
-                    importance_keys=[],
+                    num_to_keep=int(self.hparams.num_checkpoints_to_keep),
                 )
         else:
-            train_logger = getattr(self.hparams, "train_logger", None)
+            train_logger = self.hparams.train_logger
             if train_logger is not None:
                 train_logger.log_stats(
                     stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
@@ -349,7 +297,7 @@ class LaserBrain(DistributedBrain):
         upstream = self.unwrapped.upstream
         adapters = get_adapters(upstream.model)
         info = {
-            "source": str(getattr(self.hparams, "upstream_source", "")),
+            "source": str(self.hparams.upstream_source),
             "optimizer_step": int(self.optimizer_step),
             "method": f"{self.hparams.method_name} SSFT",
             "adapters": (

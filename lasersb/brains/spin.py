@@ -136,7 +136,6 @@ class SpinBrain(DistributedBrain):
                 self.checkpointer.save_and_keep_only(
                     meta={"valid_loss": stats["loss"], "optimizer_step": self.optimizer_step},
                     num_to_keep=int(self.hparams.num_checkpoints_to_keep),
-                    importance_keys=[],
                 )
         else:
             self.test_stats = stats

@@ -22,36 +22,9 @@ import torch
 from speechbrain.utils.distributed import if_main_process
 
 from lasersb.brains.base import DistributedBrain
+from lasersb.models.featuriser import masked_mean
 
 logger = logging.getLogger(__name__)
-
-
-def num_hidden_states(upstream) -> int:
-    """Number of hidden states an ``SSLUpstream`` returns: the conv output plus each layer.
-
-    Example
-    -------
-    >>> class Upstream:
-    ...     num_layers = 12
-    >>> num_hidden_states(Upstream())
-    13
-    """
-    return int(upstream.num_layers) + 1
-
-
-def masked_mean(features: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
-    """Average ``(B, F, H)`` features over the first ``frame_lens[b]`` frames of each row.
-
-    Example
-    -------
-    >>> x = torch.tensor([[[1.0], [3.0], [100.0]], [[2.0], [4.0], [6.0]]])
-    >>> masked_mean(x, torch.tensor([2, 3])).flatten().tolist()
-    [2.0, 4.0]
-    """
-    steps = torch.arange(features.shape[1], device=features.device)
-    mask = (steps[None, :] < frame_lens.to(features.device)[:, None]).to(features.dtype)
-    total = (features * mask.unsqueeze(-1)).sum(dim=1)
-    return total / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
 class UtteranceClassifierBrain(DistributedBrain):

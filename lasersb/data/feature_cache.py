@@ -122,6 +122,19 @@ class FeatureCache:
     (2, 1)
     """
 
+    @classmethod
+    def for_upstream(cls, cache_dir, upstream: torch.nn.Module, dtype="float16") -> FeatureCache:
+        """The cache of ``upstream``'s hidden states: keyed by its weights and its ``repr``.
+
+        Example
+        -------
+        >>> net = torch.nn.Linear(2, 2)
+        >>> cache = FeatureCache.for_upstream(tempfile.mkdtemp(), net)
+        >>> cache.root.name == module_checksum(net, extra=repr(net))
+        True
+        """
+        return cls(cache_dir, module_checksum(upstream, extra=repr(upstream)), dtype=dtype)
+
     def __init__(self, cache_dir, upstream_checksum: str, dtype="float16"):
         if not upstream_checksum:
             raise ValueError("FeatureCache needs the upstream checksum (module_checksum(...))")

@@ -9,7 +9,8 @@ the keyword arguments of ``speechbrain.dataio.dataloader.make_dataloader`` (and 
 ``DynamicBatchSampler`` bucketing by duration under a total-duration budget, or
 :class:`LengthBucketBatchSampler`, s3prl's SUPERB ASR batching (fixed-size batches of
 length-sorted utterances, halved when long, in random order). Batches are ``PaddedBatch``:
-``batch.sig`` is ``(wavs (B, T), rel_lens (B,))``.
+``batch.sig`` is ``(wavs (B, T), rel_lens (B,))``. :func:`add_ctc_targets` adds the CTC target
+item (``tokens``) of the ASR/PR recipes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "PASSTHROUGH_KEYS",
     "LengthBucketBatchSampler",
     "ShardedSampler",
+    "add_ctc_targets",
     "audio_dataset",
     "dataloader_options",
 ]
@@ -465,3 +467,45 @@ def dataloader_options(
         "num_workers": num_workers,
         "generator": loader_generator(seed),
     }
+
+
+def add_ctc_targets(datasets, tokenizer, target_key: str, output_keys=None):
+    """Add a ``tokens`` item (CTC targets) computed from ``target_key`` to each dataset.
+
+    Arguments
+    ---------
+    datasets : list of speechbrain.dataio.dataset.DynamicItemDataset
+        Datasets built by :func:`audio_dataset`.
+    tokenizer : CharTokenizer, PhoneTokenizer or SentencePieceTokenizer
+        Its ``encode`` maps the ``target_key`` field to token ids.
+    target_key : str
+        ``"wrd"`` (ASR) or ``"phn"`` (PR).
+    output_keys : list of str, optional
+        Output keys; default ``["id", "sig", "wav", "tokens", target_key]`` (``wav`` is the
+        key of the feature cache, :class:`lasersb.data.feature_cache.FeatureCache`).
+
+    Example
+    -------
+    >>> from speechbrain.dataio.dataset import DynamicItemDataset
+    >>> from lasersb.data.tokenizers import CharTokenizer
+    >>> ds = DynamicItemDataset({"u1": {"wrd": "HI THERE"}})
+    >>> add_ctc_targets([ds], CharTokenizer(), "wrd", output_keys=["id", "tokens"])
+    >>> ds[0]["tokens"].tolist()
+    [9, 10, 1, 21, 9, 6, 19, 6]
+    """
+    import speechbrain as sb
+
+    @sb.utils.data_pipeline.takes(target_key)
+    @sb.utils.data_pipeline.provides("tokens")
+    def text_pipeline(text):
+        ids = tokenizer.encode(text)
+        if not ids:
+            raise ValueError(
+                f"Empty {target_key!r} transcription: remove the utterance from the manifest"
+            )
+        return torch.LongTensor(ids)
+
+    sb.dataio.dataset.add_dynamic_item(datasets, text_pipeline)
+    if output_keys is None:
+        output_keys = ["id", "sig", "wav", "tokens", target_key]
+    sb.dataio.dataset.set_output_keys(datasets, output_keys)

@@ -21,6 +21,17 @@ from speechbrain.utils.edit_distance import wer_details_by_utterance, wer_summar
 from lasersb.distributed import rank
 
 
+def character_units(text: str) -> list[str]:
+    """Characters of a transcript for CER (spaces count, as ``|``).
+
+    Example
+    -------
+    >>> character_units("a  cat")
+    ['A', '|', 'C', 'A', 'T']
+    """
+    return list("|".join(str(text).upper().split()))
+
+
 def error_rate_summary(details_by_utterance, metric: str = "WER") -> dict:
     """Summarise per-utterance edit details into a JSON-serialisable dict.
 

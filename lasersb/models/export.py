@@ -3,7 +3,8 @@
 The folder holds ``save_pretrained`` weights (safetensors), the feature extractor config and
 ``lasersb_export.json`` (source, steps, method), written to a temporary folder and moved into
 place, so that a killed export never leaves a half-written model. SUPERB (and every recipe's
-``--upstream_source``) reads it like a hub checkpoint.
+``--upstream_source``) reads it like a hub checkpoint; :func:`export_readme` writes its
+``README.md``.
 """
 
 from __future__ import annotations
@@ -63,3 +64,55 @@ def export_upstream_hf(upstream, folder, info: dict, write_extra=None) -> Path:
 
     run_on_main(_save)
     return folder
+
+
+def export_readme(info: dict) -> str:
+    """The ``README.md`` of an SSFT export: what it is and how to load it.
+
+    Arguments
+    ---------
+    info : dict
+        The content of the export's ``lasersb_export.json``.
+
+    Example
+    -------
+    >>> text = export_readme({"source": "facebook/hubert-base-ls960", "optimizer_step": 3600,
+    ...                       "method": "LASER SSFT", "adapters": None})
+    >>> "AutoModel.from_pretrained" in text
+    True
+    """
+    lines = [
+        f"# {info['method']} upstream (lasersb export)",
+        "",
+        f"Fine-tuned from `{info['source']}` for {info['optimizer_step']} optimiser steps.",
+        "",
+        "Load it with lasersb (every recipe's `--upstream_source=<this folder>` does):",
+        "",
+        "```python",
+        "from lasersb.models.upstream import SSLUpstream, load_upstream",
+        "model = load_upstream(folder)       # transformers model",
+        "upstream = SSLUpstream(folder)      # frozen upstream for recipes",
+        "```",
+        "",
+    ]
+    adapters = info.get("adapters")
+    if adapters:
+        config = adapters["config"]
+        lines += [
+            f"It carries {adapters['count']} lasersb bottleneck adapters (layers "
+            f"{config['layers']}, positions {config['positions']}, bottleneck "
+            f"{config['bottleneck']}) trained on a frozen upstream. Their weights are in "
+            "`model.safetensors`, their configuration in `config.json` (`lasersb_adapters`).",
+            "",
+            "`transformers.AutoModel.from_pretrained(folder)` refuses this folder on purpose "
+            "(its `model_type` names lasersb's loader): transformers would load the base model "
+            "and drop the adapters. Without lasersb's loader, the adapter set alone is "
+            f"`{adapters['file']}` (`lasersb.models.adapters.load_adapters(file, model)` puts "
+            "it onto the original upstream).",
+        ]
+    else:
+        lines += [
+            "It is a plain transformers folder: `transformers.AutoModel.from_pretrained(folder)` "
+            "loads the same weights.",
+        ]
+    return "\n".join(lines) + "\n"

@@ -46,6 +46,26 @@ def lengths_to_padding_mask(frame_lens, max_len: int) -> torch.Tensor:
     return steps.unsqueeze(0) >= frame_lens.unsqueeze(1)
 
 
+def masked_mean(features: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
+    """Average ``(B, F, H)`` features over the first ``frame_lens[b]`` frames of each row.
+
+    Kept instead of ``speechbrain.nnet.pooling.StatisticsPooling(return_std=False)``, which
+    adds Gaussian noise to the mean (it takes relative lengths, too).
+
+    Example
+    -------
+    >>> x = torch.tensor([[[1.0], [3.0], [100.0]], [[2.0], [4.0], [6.0]]])
+    >>> masked_mean(x, torch.tensor([2, 3])).flatten().tolist()
+    [2.0, 4.0]
+    """
+    # The mask of lengths_to_padding_mask, not speechbrain's length_to_mask (the same values):
+    # this module imports on the bare GPU image without speechbrain (bench/gpu_check.py).
+    valid = ~lengths_to_padding_mask(frame_lens.to(features.device), features.shape[1])
+    mask = valid.to(features.dtype)
+    total = (features * mask.unsqueeze(-1)).sum(dim=1)
+    return total / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
+
+
 def stack_hidden_states(hidden_states) -> torch.Tensor:
     """Stack a tuple/list of ``(B, F, H)`` hidden states into one ``(L, B, F, H)`` tensor.
 

@@ -25,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import yaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from data_prep.noisy_prepare import noisy_dataset, prepare_noisy_librispeech
@@ -37,29 +35,6 @@ from lasersb.experiment import setup_experiment
 logger = logging.getLogger(__name__)
 
 CONDITIONS = ("clean", "seen", "unseen")
-
-
-def command_line_run_opts(argv, run_opts):
-    """Only the run options given on the command line (+ device and precision).
-
-    Works around ``setup_experiment`` returning every SpeechBrain run option as a dict, which
-    ``sb.Brain`` takes as command-line overrides of the hparams (``optimizer_step_limit``,
-    ``max_grad_norm``... reset, device ``None``). Harmless once that is fixed.
-    """
-    if not isinstance(run_opts, dict):
-        return run_opts
-    given = {arg[2:].split("=")[0] for arg in argv if arg.startswith("--")}
-    kept = {
-        key: yaml.safe_load(value) if isinstance(value, str) and key != "device" else value
-        for key, value in run_opts.items()
-        if key in given
-    }
-    device = run_opts.get("device")
-    if device in (None, "None"):
-        device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    kept["device"] = device
-    kept["precision"] = run_opts.get("precision", "fp32")
-    return kept
 
 
 def build_datasets(hparams):
@@ -80,13 +55,6 @@ def build_datasets(hparams):
             "num_workers": hparams["prep_num_workers"],
         },
     )
-    if manifests is None:  # non-main processes: same call returns at once (idempotent)
-        manifests = prepare_noisy_librispeech(
-            hparams["data_folder"], hparams["noise_folder"], hparams["noisy_folder"],
-            splits=list(dict.fromkeys([train, valid, test])), unseen_splits=[test],
-            snrs=hparams["snrs"], write_mixtures=hparams["write_mixtures"],
-            seed=hparams["noise_seed"], sample_rate=hparams["sample_rate"],
-        )  # fmt: skip
     seen, unseen = manifests["seen"], manifests["unseen"]
     rate = hparams["sample_rate"]
     train_data = noisy_dataset(seen[train], rate, max_duration=hparams["max_duration"])
@@ -124,7 +92,6 @@ def results_markdown(results: dict, loss: str) -> str:
 def main(argv):
     """Prepare, fine-tune, evaluate, export; see the module docstring."""
     hparams, run_opts = setup_experiment(argv)
-    run_opts = command_line_run_opts(argv, run_opts)
     train_data, valid_data, tests = build_datasets(hparams)
     brain = SEFinetuneBrain(
         modules=hparams["modules"],

@@ -10,57 +10,137 @@ Run from the repository root:
     python recipes/LibriSpeech/adapters/train.py \\
         recipes/LibriSpeech/adapters/hparams/adapters_top.yaml \\
         --librilight_folder=/data/librispeech_finetuning --data_folder=/data/LibriSpeech
+
+The steps (as in recipes/TEMPLATE): ``setup_experiment``, ``run_on_main(prepare_manifests)``
+(the corpus-specific part), the tokenizer, the datasets, the Brain, ``fit``, and
+``evaluate_splits`` on the checkpoint selected on dev.
 """
 
 import sys
+from pathlib import Path
 
-import torch
-import yaml
 from speechbrain.utils.distributed import run_on_main
 
-from lasersb.brains.adapter_ctc import AdapterCTCBrain, fit_tokenizer, prepare_adapter_asr_data
-from lasersb.brains.superb import superb_datasets
+from data_prep.commonvoice_prepare import prepare_commonvoice
+from data_prep.librilight_prepare import prepare_librilight
+from data_prep.librispeech_prepare import available_splits, prepare_librispeech
+from lasersb.brains.adapter_ctc import AdapterCTCBrain
+from lasersb.data.manifests import merge_manifests
+from lasersb.data.pipelines import add_ctc_targets, audio_dataset, dataloader_options
 from lasersb.experiment import setup_experiment
 
 
-def explicit_run_opts(run_opts, argv=()):
-    """The run options typed on the command line (typed values), plus the device and precision.
+def prepare_manifests(hparams):
+    """Step 2, the corpus-specific part (main process only): ``{split name: manifest path}``.
 
-    Given to ``sb.Brain`` as a dict, these are exactly the options that override the hparams
-    file, so ``optimizer_step_limit``, ``ckpt_interval_minutes``... of the hparams file are
-    kept. Also turns values SpeechBrain's parser leaves as strings
-    (``--optimizer_step_limit=100``) into numbers, and an unset device into the available one.
-    Accepts SpeechBrain's ``RunOptions`` or a dict (then only the keys also typed in ``argv``
-    are kept).
+    ``train_corpus`` picks the training data: ``librilight`` (``librilight_folder``,
+    ``librilight_subset``; the paper's English setting), ``librispeech`` (LibriSpeech splits
+    named in ``train_splits``, e.g. ``train-clean-100``) or ``commonvoice``
+    (``commonvoice_folder``, ``commonvoice_language``, ``commonvoice_hours``; the paper's
+    second language). Dev/test splits named like ``cv-<lang>-<split>`` come from Common Voice,
+    the others from LibriSpeech (``data_folder``); LibriSpeech evaluation splits missing on
+    disk are skipped.
     """
-    if isinstance(run_opts, dict):
-        typed = {arg[2:].split("=")[0] for arg in argv if arg.startswith("--")}
-        values = dict(run_opts)
-    else:
-        typed = set(getattr(run_opts, "overridden_args", ()))
-        values = {key: getattr(run_opts, key) for key in typed | {"device", "precision"}}
-    kept = {
-        key: yaml.safe_load(value) if isinstance(value, str) and key != "device" else value
-        for key, value in values.items()
-        if key in typed
-    }
-    device = values.get("device")
-    if device in (None, "None"):
-        device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    kept["device"] = device
-    kept["precision"] = values.get("precision") or "fp32"
-    return kept
+    corpus, folder = hparams["train_corpus"], hparams["manifest_folder"]
+    manifests = {}
+    if corpus == "librilight":
+        if not hparams["librilight_folder"]:
+            raise ValueError(
+                "train_corpus: librilight needs --librilight_folder=<librispeech_finetuning>; "
+                "or use --train_corpus=librispeech --train_splits=[train-clean-100]."
+            )
+        manifests.update(
+            prepare_librilight(
+                hparams["librilight_folder"],
+                folder,
+                subset=hparams["librilight_subset"],
+                num_workers=hparams["prep_num_workers"],
+            )
+        )
+    elif corpus == "commonvoice":
+        if not hparams["commonvoice_folder"]:
+            raise ValueError("train_corpus: commonvoice needs --commonvoice_folder=<cv/lang>.")
+        manifests.update(
+            prepare_commonvoice(
+                hparams["commonvoice_folder"],
+                folder,
+                language=hparams["commonvoice_language"],
+                max_train_hours=hparams["commonvoice_hours"],
+                seed=hparams["seed"],
+                num_workers=hparams["prep_num_workers"],
+            )
+        )
+    elif corpus != "librispeech":
+        raise ValueError(
+            f"train_corpus must be librilight, librispeech or commonvoice, got {corpus!r}."
+        )
+    wanted = [*hparams["train_splits"], hparams["dev_split"], *hparams["test_splits"]]
+    librispeech = [s for s in dict.fromkeys(wanted) if s not in manifests]
+    required = [s for s in librispeech if s in (*hparams["train_splits"], hparams["dev_split"])]
+    optional = [s for s in librispeech if s not in required]
+    splits = required + available_splits(hparams["data_folder"], optional)
+    if splits:
+        manifests.update(
+            prepare_librispeech(
+                hparams["data_folder"],
+                folder,
+                splits=tuple(splits),
+                lexicon_file=hparams["lexicon_file"],
+                skip_bad_files=hparams["skip_bad_files"],
+                num_workers=hparams["prep_num_workers"],
+            )
+        )
+    return manifests
+
+
+def training_manifest(hparams, manifests):
+    """The training CSV: the one training split, or the merge of several."""
+    csvs = [manifests[split] for split in hparams["train_splits"]]
+    if len(csvs) == 1:
+        return csvs[0]
+    return merge_manifests(csvs, Path(hparams["manifest_folder"]) / "train.csv")
+
+
+def build_datasets(hparams, manifests, train_csv):
+    """Step 3: the training set and ``{split: dataset}`` to evaluate (dev first), CTC targets."""
+    rate = hparams["sample_rate"]
+    sorting = hparams["train_sorting"]  # random | ascending | descending
+    train = audio_dataset(
+        train_csv,
+        sample_rate=rate,
+        max_duration=hparams["max_duration"],
+        sort=None if sorting == "random" else sorting,
+    )
+    evaluation = {}
+    for split in [hparams["dev_split"], *hparams["test_splits"]]:
+        if split in manifests and split not in evaluation:
+            evaluation[split] = audio_dataset(manifests[split], sample_rate=rate, sort="ascending")
+    add_ctc_targets([train, *evaluation.values()], hparams["tokenizer"], hparams["target_key"])
+    train_loader = dataloader_options(
+        train,
+        batch_size=hparams["batch_size"],
+        dynamic_batching=hparams["dynamic_batching"],
+        max_batch_length=hparams["max_batch_length"],
+        shuffle=sorting == "random",
+        num_workers=hparams["num_workers"],
+        seed=hparams["seed"],
+    )
+    eval_loader = {"batch_size": hparams["eval_batch_size"]}
+    if hparams["num_workers"]:
+        eval_loader["num_workers"] = hparams["num_workers"]
+    return train, evaluation, train_loader, eval_loader
 
 
 def run(argv):
     """Prepare, train, select on dev, evaluate; returns ``(brain, content of results.json)``."""
-    hparams, run_opts = setup_experiment(argv)
-    run_opts = explicit_run_opts(run_opts, argv)
-    manifests = run_on_main(prepare_adapter_asr_data, kwargs={"hparams": hparams})
-    run_on_main(fit_tokenizer, kwargs={"hparams": hparams, "manifests": manifests})
-    fit_tokenizer(hparams, manifests)  # loads the model trained on the main process
-    data = superb_datasets(hparams, manifests)
-    brain = AdapterCTCBrain(
+    hparams, run_opts = setup_experiment(argv)  # step 1
+    manifests = run_on_main(prepare_manifests, args=[hparams])  # step 2: reaches every process
+    train_csv = run_on_main(training_manifest, args=[hparams, manifests])
+    tokenizer = hparams["tokenizer"]
+    if hasattr(tokenizer, "fit"):  # SentencePiece: trained on the main process, then loaded
+        run_on_main(tokenizer.fit, args=[train_csv], post_func=tokenizer.fit, post_args=[train_csv])
+    train, evaluation, train_loader, eval_loader = build_datasets(hparams, manifests, train_csv)
+    brain = AdapterCTCBrain(  # step 4
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
         hparams=hparams,
@@ -69,16 +149,16 @@ def run(argv):
     )
     before = None
     if hparams["evaluate_before_training"]:
-        before = brain.evaluate_splits(data["eval"], data["eval_loader"], write_results=False)
-    brain.fit(
+        before = brain.evaluate_splits(evaluation, eval_loader, write_results=False)
+    brain.fit(  # step 5: resumes from the last checkpoint
         hparams["epoch_counter"],
-        data["train"],
-        data["dev"],
-        train_loader_kwargs=data["train_loader"],
-        valid_loader_kwargs=data["eval_loader"],
+        train,
+        evaluation[hparams["dev_split"]],
+        train_loader_kwargs=train_loader,
+        valid_loader_kwargs=eval_loader,
     )
     trained = {"trained_steps": int(brain.optimizer_step)}
-    results = brain.evaluate_splits(data["eval"], data["eval_loader"], before=before, extra=trained)
+    results = brain.evaluate_splits(evaluation, eval_loader, before=before, extra=trained)
     return brain, results
 
 

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 def build_manifests(hparams):
     """Step 2 (corpus-specific): the manifests and the ground-truth folders."""
-    run_on_main(
+    return run_on_main(  # the result reaches every process
         prepare_quesst14,
         kwargs={
             "data_folder": hparams["data_folder"],
@@ -54,7 +54,6 @@ def build_manifests(hparams):
             "num_workers": hparams["prep_num_workers"],
         },
     )
-    return prepare_quesst14(hparams["data_folder"], hparams["manifest_folder"], hparams["language"])
 
 
 def read_manifest(path):
