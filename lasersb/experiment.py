@@ -21,6 +21,7 @@ import torch
 from speechbrain.utils.distributed import get_rank
 
 from lasersb.config import load_hparams, resolve_hparams_text
+from lasersb.distributed import share_cpu_threads
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ def setup_experiment(argv):
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
+    share_cpu_threads()  # several processes on one machine: numba threads shared out
     if torch.distributed.is_initialized():
         # Tear the process group down before the interpreter exits: gloo's threads otherwise
         # sometimes abort the finished process ("terminate called without an active exception").
