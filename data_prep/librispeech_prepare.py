@@ -272,7 +272,10 @@ def _prepare_split(
             )
             continue
         if isinstance(probe, BadFile):  # missing, unreadable, truncated (valid header)
-            bad(probe.reason, f"{probe.message} (or pass skip_bad_files=True)")
+            message = probe.message  # audio checks may already name the option
+            if "skip_bad_files" not in message:
+                message += " (or pass skip_bad_files=True)"
+            bad(probe.reason, message)
             continue
         (sample_rate, num_frames, channels), resolved = probe
         if sample_rate != _SAMPLE_RATE or channels != 1:

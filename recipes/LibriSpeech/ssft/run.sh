@@ -287,7 +287,6 @@ elif [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
         ssft+=("$(display_name "$method")=$(method_folder "$method")/ssft_summary.json")
     done
     python -m lasersb.report "${folders[@]}" --names "${names[@]}" --baseline original \
-        --ssft "${ssft[@]}" --output "$exp/results.md"
-    cat "$exp/results.md"
+        --ssft "${ssft[@]}" --output "$exp/results.md"  # prints the table too
 fi
 log "Done: $exp"
