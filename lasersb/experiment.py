@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import datetime
 import logging
 import random
 import shutil
@@ -111,8 +112,20 @@ def seed_rank(seed: int) -> int:
 
 
 def _destroy_process_group():
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    """At exit: wait (briefly) for the other ranks, then tear the process group down.
+
+    A rank that tore its group down while rank 0 was still writing results sometimes aborted
+    ("terminate called without an active exception"); the barrier lines the exits up. It is
+    bounded, so a rank whose peers crashed does not wait for them.
+    """
+    if not torch.distributed.is_initialized():
+        return
+    try:
+        work = torch.distributed.barrier(async_op=True)
+        work.wait(timeout=datetime.timedelta(seconds=60))
+    except Exception as err:  # a peer is gone: nothing to line up with
+        logger.debug("No exit barrier (%s)", err)
+    torch.distributed.destroy_process_group()
 
 
 def setup_experiment(argv):
