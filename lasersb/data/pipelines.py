@@ -153,7 +153,40 @@ def loader_generator(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed or 0))
 
 
-class LengthBucketBatchSampler(torch.utils.data.Sampler):
+class _ShuffledFixedBatches(torch.utils.data.Sampler):
+    """Fixed batches (``self.batches``, built by the subclass) in an epoch-seeded order.
+
+    The order of epoch ``e`` is a permutation seeded with ``seed + e``, where ``e`` is the
+    ``epoch_counter``'s current epoch (a resumed run draws the interrupted epoch's order again),
+    else the epoch set by :meth:`set_epoch` (DDP wrappers) or an internal count.
+    """
+
+    def _set_order(self, shuffle, seed, epoch_counter) -> None:
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed or 0)
+        self.epoch_counter = epoch_counter
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch of the next iteration's order (called by samplers wrapping this one)."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        if not self.shuffle:
+            yield from (list(b) for b in self.batches)
+            return
+        epoch = self.epoch if self.epoch_counter is None else int(self.epoch_counter.current)
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        if self.epoch_counter is None:
+            self.epoch += 1
+        for index in torch.randperm(len(self.batches), generator=generator).tolist():
+            yield list(self.batches[index])
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class LengthBucketBatchSampler(_ShuffledFixedBatches):
     """s3prl's SUPERB ASR batching: fixed buckets of length-sorted utterances, shuffled order.
 
     As s3prl's ``downstream/asr/dataset.py``: utterances are sorted by decreasing duration and
@@ -217,28 +250,7 @@ class LengthBucketBatchSampler(torch.utils.data.Sampler):
                 self.batches.append(bucket)
             elif len(bucket) > 1 or not self.batches:
                 self.batches.append(bucket)  # the last, partial bucket (s3prl: if > 1)
-        self.shuffle = bool(shuffle)
-        self.seed = int(seed or 0)
-        self.epoch_counter = epoch_counter
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Epoch of the next iteration's order (called by samplers wrapping this one)."""
-        self.epoch = int(epoch)
-
-    def __iter__(self):
-        if not self.shuffle:
-            yield from (list(b) for b in self.batches)
-            return
-        epoch = self.epoch if self.epoch_counter is None else int(self.epoch_counter.current)
-        generator = torch.Generator().manual_seed(self.seed + epoch)
-        if self.epoch_counter is None:
-            self.epoch += 1
-        for index in torch.randperm(len(self.batches), generator=generator).tolist():
-            yield list(self.batches[index])
-
-    def __len__(self) -> int:
-        return len(self.batches)
+        self._set_order(shuffle, seed, epoch_counter)
 
 
 class ShardedSampler(torch.utils.data.DistributedSampler):
@@ -275,7 +287,7 @@ class ShardedSampler(torch.utils.data.DistributedSampler):
             self.sampler.set_epoch(epoch)
 
 
-class TotalLengthBatchSampler(torch.utils.data.Sampler):
+class TotalLengthBatchSampler(_ShuffledFixedBatches):
     """Spin's batching: consecutive length-sorted utterances up to a total of audio per batch.
 
     As the Spin release's ``MaxLengthBatchSampler`` (``src/data/sampler.py``): utterances are
@@ -326,28 +338,7 @@ class TotalLengthBatchSampler(torch.utils.data.Sampler):
             total += length
         if batch and (not drop_last or not self.batches):
             self.batches.append(batch)
-        self.shuffle = bool(shuffle)
-        self.seed = int(seed or 0)
-        self.epoch_counter = epoch_counter
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Epoch of the next iteration's order (called by samplers wrapping this one)."""
-        self.epoch = int(epoch)
-
-    def __iter__(self):
-        if not self.shuffle:
-            yield from (list(b) for b in self.batches)
-            return
-        epoch = self.epoch if self.epoch_counter is None else int(self.epoch_counter.current)
-        generator = torch.Generator().manual_seed(self.seed + epoch)
-        if self.epoch_counter is None:
-            self.epoch += 1
-        for index in torch.randperm(len(self.batches), generator=generator).tolist():
-            yield list(self.batches[index])
-
-    def __len__(self) -> int:
-        return len(self.batches)
+        self._set_order(shuffle, seed, epoch_counter)
 
 
 def dataloader_options(
