@@ -15,40 +15,20 @@ if [ $# -lt 1 ] || [ ! -f "$(dirname "$0")/$1/train.py" ]; then
 fi
 task=$1
 shift
+. "$(dirname "$0")/../common.sh"   # option parser, log, mini-corpus helpers
+help_file=$(dirname "$0")/$task/run.sh
+option stage 0 "first stage to run"
+option stop_stage 3 "last stage to run"
+flag mini "the embedded mini corpus and a tiny random HuBERT-like upstream"
+option data_folder "" "LibriSpeech folder"
+option lexicon_file "" "LibriSpeech lexicon (phonemes)"
+option upstream "" "hub id, local HF folder or an SSFT upstream_hf (default: the hparams')"
+option name "" "display name of the upstream in the report"
+option exp "" "output folder (default: results/superb_<task>/<name or upstream basename>)"
+option baseline_exp "" "another run of this task to compare with in stage 3"
+parse_options "$@"
 
-stage=0
-stop_stage=3
-mini=false
-data_folder=""
-lexicon_file=""
-upstream=""           # hub id, local HF folder or an SSFT upstream_hf (default: the hparams')
-name=""               # display name in the report
-exp=""                # default: results/superb_<task>/<name or upstream basename>
-baseline_exp=""       # another run of this task to compare with in stage 3
-extra_args=()
-
-log() {
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') ($task/run.sh:${BASH_LINENO[0]}) $*"
-}
-
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --stage) stage="$2"; shift 2 ;;
-        --stop_stage) stop_stage="$2"; shift 2 ;;
-        --mini) mini=true; shift ;;
-        --data_folder) data_folder="$2"; shift 2 ;;
-        --lexicon_file) lexicon_file="$2"; shift 2 ;;
-        --upstream) upstream="$2"; shift 2 ;;
-        --name) name="$2"; shift 2 ;;
-        --exp) exp="$2"; shift 2 ;;
-        --baseline_exp) baseline_exp="$2"; shift 2 ;;
-        --) shift; extra_args+=("$@"); break ;;
-        -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$(dirname "$0")/$task/run.sh"; exit 0 ;;
-        *) echo "Unknown option $1 (see --help)" >&2; exit 1 ;;
-    esac
-done
-
-cd "$(dirname "$0")/../.."   # repository root
+cd "$repo_root"
 recipe=recipes/SUPERB/$task
 hparams=$recipe/hparams/$task.yaml
 
@@ -75,16 +55,8 @@ args=(--data_folder="$data_folder" --output_folder="$exp" --manifest_folder="$ma
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     log "Stage 0: data"
     if $mini; then
-        if [ ! -f "$mini_root/mini_corpus.json" ]; then
-            python -m lasersb.data.mini --out "$mini_root"
-        else
-            log "mini corpus already at $mini_root"
-        fi
-        if [ ! -f "$upstream/config.json" ]; then
-            python -m lasersb.models.tiny_upstream --kind hubert --out "$upstream"
-        else
-            log "tiny upstream already at $upstream"
-        fi
+        mini_corpus "$mini_root"
+        tiny_upstream hubert "$upstream"
     fi
     splits=(train-clean-100 dev-clean test-clean)
     if [ -d "$data_folder/test-other" ] || [ -d "$data_folder/LibriSpeech/test-other" ]; then

@@ -14,37 +14,18 @@
 # Arguments after `--` go to train.py (hparams overrides such as --batch_size=16).
 set -euo pipefail
 
-stage=0
-stop_stage=2
-mini=false
-hparams=""
-data_folder=""
-upstream=""
-exp=""
-ngpu=1
-extra_args=()
+. "$(dirname "$0")/../common.sh"   # option parser, log, mini-corpus helpers
+option stage 0 "first stage to run"
+option stop_stage 2 "last stage to run"
+flag mini "the embedded mini corpus and a tiny random HuBERT (seconds on a CPU)"
+option hparams "" "hparams file (default: hparams/template.yaml, template_mini.yaml with --mini)"
+option data_folder "" "LibriSpeech folder"
+option upstream "" "hub id or local HF folder (default: the hparams file's upstream_source)"
+option exp "" "output folder (default: results/template_run, template_mini_run with --mini)"
+option ngpu 1 "local processes (GPUs); > 1 runs train.py under torchrun"
+parse_options "$@"
 
-log() {
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"
-}
-
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --stage) stage="$2"; shift 2 ;;
-        --stop_stage) stop_stage="$2"; shift 2 ;;
-        --mini) mini=true; shift ;;
-        --hparams) hparams="$2"; shift 2 ;;
-        --data_folder) data_folder="$2"; shift 2 ;;
-        --upstream) upstream="$2"; shift 2 ;;
-        --exp) exp="$2"; shift 2 ;;
-        --ngpu) ngpu="$2"; shift 2 ;;
-        --) shift; extra_args+=("$@"); break ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-        *) echo "Unknown option $1 (see --help)" >&2; exit 1 ;;
-    esac
-done
-
-cd "$(dirname "$0")/../.."   # repository root
+cd "$repo_root"
 recipe=recipes/TEMPLATE
 if $mini; then
     exp=${exp:-results/template_mini_run}
@@ -65,24 +46,12 @@ train_args=(--data_folder="$data_folder" --output_folder="$exp")
 if [ -n "$upstream" ]; then
     train_args+=(--upstream_source="$upstream")
 fi
-launcher=(python)
-if [ "$ngpu" -gt 1 ]; then
-    launcher=(torchrun --standalone --nproc_per_node="$ngpu")
-fi
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     log "Stage 0: data"
     if $mini; then
-        if [ ! -f "$mini_root/mini_corpus.json" ]; then
-            lasersb-mini-corpus --out "$mini_root"
-        else
-            log "mini corpus already at $mini_root"
-        fi
-        if [ ! -f "$upstream/config.json" ]; then
-            lasersb-tiny-upstream --kind hubert --out "$upstream"
-        else
-            log "tiny upstream already at $upstream"
-        fi
+        mini_corpus "$mini_root"
+        tiny_upstream hubert "$upstream"
     fi
     split=$(python -m lasersb.config "$hparams" train_split --data_folder="$data_folder" \
         --upstream_source="${upstream:-unused}")
@@ -95,7 +64,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
         log "Stage 1: already done ($exp/test_summary.json exists)"
     else
         log "Stage 1: train and test with $hparams (resumes from its last checkpoint)"
-        "${launcher[@]}" $recipe/train.py "$hparams" "${train_args[@]}" "${extra_args[@]}"
+        $(launcher "$ngpu") $recipe/train.py "$hparams" "${train_args[@]}" "${extra_args[@]}"
     fi
 fi
 

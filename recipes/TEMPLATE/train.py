@@ -18,7 +18,7 @@ The five steps every recipe here follows, each a few lines:
 5. ``fit`` then ``evaluate`` on the best checkpoint. Re-running the same command after a kill
    resumes from the last checkpoint.
 
-For a new corpus change only ``build_manifests`` (call your ``data_prep/prepare_<corpus>.py``)
+For a new corpus change only ``build_manifests`` (call your ``data_prep/<corpus>_prepare.py``)
 and the hparams; see README.md next to this file.
 """
 

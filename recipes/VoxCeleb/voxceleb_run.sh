@@ -1,63 +1,39 @@
 #!/usr/bin/env bash
 # The VoxCeleb speaker-embedding recipe shared by recipes/VoxCeleb/{dino,xvector}/run.sh:
 # prepare, train, export the embedding trunk, score the trial lists. Each method's run.sh calls
-# it with its method name and preparation options; see that run.sh for the stages and usage.
+# it with its method name; see that run.sh for the stages and usage.
 #
-#   bash recipes/VoxCeleb/voxceleb_run.sh METHOD DEV_FRACTION DEV_FRACTION_MINI [run.sh options]
+#   bash recipes/VoxCeleb/voxceleb_run.sh METHOD [run.sh options] [-- --key=value]
 #
 # METHOD is a folder of recipes/VoxCeleb with train.py and hparams/METHOD{,_mini}.yaml (dino,
-# xvector); DEV_FRACTION(_MINI) is the --dev-fraction of data_prep/voxceleb_prepare.py for the
-# full (mini) corpus, kept equal to the hparams files' so train.py finds the manifests done.
+# xvector). Every stage runs that train.py with the same hparams file and overrides, so the
+# preparation and scoring options come from the YAML alone: stage 1 --prepare_only=True,
+# stage 2 training, stage 3 --score_only=True.
 set -euo pipefail
 
-if [ $# -lt 3 ] || [ ! -f "$(dirname "$0")/$1/train.py" ]; then
-    echo "Usage: bash recipes/VoxCeleb/voxceleb_run.sh METHOD DEV_FRACTION DEV_FRACTION_MINI" \
-        "[options]; METHOD is a folder of recipes/VoxCeleb with a train.py (dino or xvector)," \
-        "got '${1:-}'." >&2
+if [ $# -lt 1 ] || [ ! -f "$(dirname "$0")/$1/train.py" ]; then
+    echo "Usage: bash recipes/VoxCeleb/voxceleb_run.sh METHOD [options]; METHOD is a folder of" \
+        "recipes/VoxCeleb with a train.py (dino or xvector), got '${1:-}'." >&2
     exit 1
 fi
 method=$1
-dev_fraction=$2
-dev_fraction_mini=$3
-shift 3
+shift
+. "$(dirname "$0")/../common.sh"   # option parser, log, mini-corpus helpers
+help_file=$(dirname "$0")/$method/run.sh
+option stage 1 "first stage to run"
+option stop_stage 3 "last stage to run"
+flag mini "the embedded mini corpus (2-core CPU check)"
+option hparams "" "hparams file (default: hparams/$method.yaml, ${method}_mini.yaml with --mini)"
+option data_folder "" "VoxCeleb1 folder (wav/, trial lists, vox1_meta.csv)"
+option vox2_folder "" "VoxCeleb2 folder (dev/aac); without it: VoxCeleb1 dev speakers only"
+option musan_folder "" "MUSAN folder (additive noise, music, babble)"
+option rir_folder "" "RIRS_NOISES/simulated_rirs (default: synthetic RIRs)"
+option exp "" "output folder (default: results/${method}_run, ${method}_mini_run with --mini)"
+option device "" "torch device (default: cuda:0 when available, else cpu)"
+parse_options "$@"
 
-stage=1
-stop_stage=3
-mini=false
-hparams=""
-data_folder=""
-vox2_folder=""
-musan_folder=""
-rir_folder=""
-exp=""
-device=""
-extra_args=()
-
-log() {
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') ($method/run.sh:${BASH_LINENO[0]}) $*"
-}
-
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --stage) stage="$2"; shift 2 ;;
-        --stop_stage) stop_stage="$2"; shift 2 ;;
-        --mini) mini=true; shift ;;
-        --hparams) hparams="$2"; shift 2 ;;
-        --data_folder) data_folder="$2"; shift 2 ;;
-        --vox2_folder) vox2_folder="$2"; shift 2 ;;
-        --musan_folder) musan_folder="$2"; shift 2 ;;
-        --rir_folder) rir_folder="$2"; shift 2 ;;
-        --exp) exp="$2"; shift 2 ;;
-        --device) device="$2"; shift 2 ;;
-        --) shift; extra_args+=("$@"); break ;;
-        -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$(dirname "$0")/$method/run.sh"; exit 0 ;;
-        *) echo "Unknown option $1 (see --help)" >&2; exit 1 ;;
-    esac
-done
-
-cd "$(dirname "$0")/../.."   # repository root
+cd "$repo_root"
 recipe=recipes/VoxCeleb/$method
-score_args=()
 if $mini; then
     exp=${exp:-results/${method}_mini_run}
     hparams=${hparams:-$recipe/hparams/${method}_mini.yaml}
@@ -66,9 +42,7 @@ if $mini; then
         mini_root=$(python -c "from lasersb.data.mini import get_mini_corpus; print(get_mini_corpus())")
     fi
     data_folder=$mini_root/VoxCeleb1
-    train_args=(--noise_folder="$mini_root/DEMAND")
-    prep_args=(--dev-fraction "$dev_fraction_mini" --min-duration 0.5)
-    score_args=(--cohort-size 20 --top-n 10)
+    args=(--noise_folder="$mini_root/DEMAND")
 else
     exp=${exp:-results/${method}_run}
     hparams=${hparams:-$recipe/hparams/${method}.yaml}
@@ -76,46 +50,33 @@ else
         echo "Give --data_folder /path/VoxCeleb1 (or --mini for the embedded corpus)." >&2
         exit 1
     fi
-    train_args=(--vox2_folder="${vox2_folder:-null}" --musan_folder="${musan_folder:-null}" \
-                --rir_folder="${rir_folder:-null}")
-    prep_args=(--dev-fraction "$dev_fraction" --min-duration 2.0)
-    if [ -n "$vox2_folder" ]; then
-        prep_args+=(--vox2 "$vox2_folder" --no-vox1-dev)
-    else
+    args=(--vox2_folder="${vox2_folder:-null}" --musan_folder="${musan_folder:-null}"
+          --rir_folder="${rir_folder:-null}")
+    if [ -z "$vox2_folder" ]; then
         log "No --vox2_folder: training on the VoxCeleb1 dev speakers only."
-        train_args+=(--use_vox1_dev=True)
+        args+=(--use_vox1_dev=True)
     fi
 fi
-mkdir -p "$exp"
 if [ -z "$device" ]; then
-    device=$(python -c "import torch; print('cuda:0' if torch.cuda.is_available() else 'cpu')")
+    device=$(default_device)
 fi
+args+=(--data_folder="$data_folder" --output_folder="$exp" --device="$device")
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-    log "Stage 1: manifests and trial lists in $exp/manifests"
-    python -m data_prep.voxceleb_prepare "$data_folder" "$exp/manifests" "${prep_args[@]}"
+    log "Stage 1: manifests and trial lists in $exp/manifests ($hparams)"
+    python $recipe/train.py "$hparams" "${args[@]}" --prepare_only=True "${extra_args[@]}"
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     log "Stage 2: $method training with $hparams (resumes from its last checkpoint)"
-    python $recipe/train.py "$hparams" --data_folder="$data_folder" --output_folder="$exp" \
-        --device="$device" --score_after_training=False "${train_args[@]}" "${extra_args[@]}"
+    python $recipe/train.py "$hparams" "${args[@]}" --score_after_training=False \
+        "${extra_args[@]}"
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-    for trials in "$exp"/manifests/*.txt; do
-        name=$(basename "$trials" .txt)
-        out=$exp/eval/$name
-        if [ -f "$out/results.json" ]; then
-            log "Stage 3: $name already scored ($out/results.md)"
-        else
-            log "Stage 3: embeddings and scoring of $name"
-            python -m lasersb.metrics.trial_scoring --model "$exp/embedding_model.ckpt" \
-                --trials "$trials" --wav-folder "$data_folder/wav" --output "$out" \
-                --cohort-csv "$exp/manifests/train.csv" --name "$method" --device "$device" \
-                "${score_args[@]}"
-        fi
-        cat "$out/results.md"
-    done
+    eval_folder=$(python -m lasersb.config "$hparams" eval_folder "${args[@]}" "${extra_args[@]}")
+    log "Stage 3: embeddings and scoring of the trial lists in $eval_folder"
+    python $recipe/train.py "$hparams" "${args[@]}" --score_only=True "${extra_args[@]}"
+    log "Stage 3: tables (logged above) in $(ls "$eval_folder"/*/results.md | tr '\n' ' ')"
 fi
 log "Done: $exp"

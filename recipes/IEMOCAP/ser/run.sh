@@ -16,43 +16,22 @@
 #        [--schedules "two_stage single_stage"] [--fold 3] [-- --chunk_seconds=4.0]
 set -euo pipefail
 
-stage=0
-stop_stage=2
-mini=false
-data_folder=""
-noise_folder=""
-checkpoint=""          # embedding_model.ckpt (or a DINO/x-vector output folder); "null": random
-schedules="two_stage single_stage"
-fold=all
-exp=""
-device=""             # default: cuda:0 when available, else cpu
-extra_args=()
+. "$(dirname "$0")/../../common.sh"   # option parser, log, mini-corpus helpers
+option stage 0 "first stage to run"
+option stop_stage 2 "last stage to run"
+flag mini "the embedded mini corpus (and a tiny DINO model unless --checkpoint)"
+option data_folder "" "IEMOCAP_full_release folder"
+option noise_folder "" "noise for the training augmentation (--mini: the mini corpus's DEMAND)"
+option checkpoint "" "embedding_model.ckpt, or a DINO/x-vector output folder; null: random init"
+option schedules "two_stage single_stage" "fine-tuning schedules to run"
+option fold all "leave-one-session-out fold: all or 1..5"
+option exp "" "output folder (default: results/iemocap_ser/<checkpoint name>)"
+option device "" "torch device (default: cuda:0 when available, else cpu)"
+parse_options "$@"
 
-log() {
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"
-}
-
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --stage) stage="$2"; shift 2 ;;
-        --stop_stage) stop_stage="$2"; shift 2 ;;
-        --mini) mini=true; shift ;;
-        --data_folder) data_folder="$2"; shift 2 ;;
-        --noise_folder) noise_folder="$2"; shift 2 ;;
-        --checkpoint) checkpoint="$2"; shift 2 ;;
-        --schedules) schedules="$2"; shift 2 ;;
-        --fold) fold="$2"; shift 2 ;;
-        --exp) exp="$2"; shift 2 ;;
-        --device) device="$2"; shift 2 ;;
-        --) shift; extra_args+=("$@"); break ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
-        *) echo "Unknown option $1 (see --help)" >&2; exit 1 ;;
-    esac
-done
-
-cd "$(dirname "$0")/../../.."   # repository root
+cd "$repo_root"
 if [ -z "$device" ]; then
-    device=$(python -c "import torch; print('cuda:0' if torch.cuda.is_available() else 'cpu')")
+    device=$(default_device)
 fi
 recipe=recipes/IEMOCAP/ser
 hparams=$recipe/hparams/ser.yaml
@@ -78,18 +57,9 @@ args=(--data_folder="$data_folder" --manifest_folder="$exp/manifests"
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     log "Stage 0: data"
     if $mini; then
-        if [ ! -f "$mini_root/mini_corpus.json" ]; then
-            python -m lasersb.data.mini --out "$mini_root"
-        else
-            log "mini corpus already at $mini_root"
-        fi
-        if [ "$checkpoint" = results/transfer_mini/dino ] && \
-           [ ! -f "$checkpoint/embedding_model.ckpt" ]; then
-            log "Pre-training a tiny DINO model in $checkpoint"
-            python recipes/VoxCeleb/dino/train.py recipes/VoxCeleb/dino/hparams/dino_mini.yaml \
-                --data_folder="$mini_root/VoxCeleb1" --noise_folder="$mini_root/DEMAND" \
-                --output_folder="$checkpoint" --score_after_training=False \
-                --device="$device"
+        mini_corpus "$mini_root"
+        if [ "$checkpoint" = results/transfer_mini/dino ]; then
+            mini_dino "$checkpoint" "$mini_root" "$device"
         fi
     fi
     python -m data_prep.iemocap_prepare "$data_folder" "$exp/manifests"

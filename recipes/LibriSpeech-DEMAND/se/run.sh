@@ -22,45 +22,22 @@
 #        --lexicon_file /data/librispeech-lexicon.txt [--downstream_train noisy] [--asr]
 set -euo pipefail
 
-stage=0
-stop_stage=5
-mini=false
-data_folder=""
-noise_folder=""
-lexicon_file=""
-enhancer_pretrained=""
-upstream=""               # default: facebook/hubert-base-ls960 (tiny HuBERT with --mini)
-downstream_train=clean    # clean | noisy: the data the SUPERB heads are trained on
-asr=false
-exp=""
-losses="mse mse_zeropad softdtw"
-extra_args=()
+. "$(dirname "$0")/../../common.sh"   # option parser, log, mini-corpus helpers
+option stage 0 "first stage to run"
+option stop_stage 5 "last stage to run"
+flag mini "the embedded mini corpus, a tiny random HuBERT and its noisy version"
+option data_folder "" "LibriSpeech folder"
+option noise_folder "" "DEMAND folder"
+option lexicon_file "" "LibriSpeech lexicon (phonemes for SUPERB PR)"
+option enhancer_pretrained "" "pretrained enhancer weights (e.g. master64-8a5dfb4bb92753dd.th)"
+option upstream "" "frozen upstream (default: facebook/hubert-base-ls960; tiny HuBERT with --mini)"
+option downstream_train clean "data the SUPERB heads are trained on: clean or noisy"
+flag asr "also SUPERB ASR in stage 4"
+option losses "mse mse_zeropad softdtw" "SE fine-tuning losses (stage 2)"
+option exp "" "output folder (default: results/se_run, se_mini_run with --mini)"
+parse_options "$@"
 
-log() {
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"
-}
-
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --stage) stage="$2"; shift 2 ;;
-        --stop_stage) stop_stage="$2"; shift 2 ;;
-        --mini) mini=true; shift ;;
-        --data_folder) data_folder="$2"; shift 2 ;;
-        --noise_folder) noise_folder="$2"; shift 2 ;;
-        --lexicon_file) lexicon_file="$2"; shift 2 ;;
-        --enhancer_pretrained) enhancer_pretrained="$2"; shift 2 ;;
-        --upstream) upstream="$2"; shift 2 ;;
-        --downstream_train) downstream_train="$2"; shift 2 ;;
-        --asr) asr=true; shift ;;
-        --losses) losses="$2"; shift 2 ;;
-        --exp) exp="$2"; shift 2 ;;
-        --) shift; extra_args+=("$@"); break ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
-        *) echo "Unknown option $1 (see --help)" >&2; exit 1 ;;
-    esac
-done
-
-cd "$(dirname "$0")/../../.."   # repository root
+cd "$repo_root"
 recipe=recipes/LibriSpeech-DEMAND/se
 pr_hparams=recipes/SUPERB/pr/hparams/pr.yaml
 asr_hparams=recipes/SUPERB/asr/hparams/asr.yaml
@@ -97,20 +74,16 @@ if [ -n "$lexicon_file" ]; then
     lexicon_args=(--lexicon_file="$lexicon_file")
 fi
 
-if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     log "Stage 0: data"
     if $mini; then
-        if [ ! -f "$mini_root/mini_corpus.json" ]; then
-            python -m lasersb.data.mini --out "$mini_root"
-        fi
-        if [ ! -f "$upstream/config.json" ]; then
-            lasersb-tiny-upstream --kind hubert --out "$upstream"
-        fi
+        mini_corpus "$mini_root"
+        tiny_upstream hubert "$upstream"
     fi
     python -m data_prep.noisy_prepare "$data_folder" "$noise_folder" "$noisy"
 fi
 
-if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     log "Stage 1: positional-shortcut diagnostic of $upstream"
     if [ ! -f "$exp/diagnostic.json" ]; then
         python -m lasersb.diagnostics.positional --upstream "$upstream" \
@@ -119,7 +92,7 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
     fi
 fi
 
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     for loss in $losses; do
         log "Stage 2: SE fine-tuning, loss $loss"
         if [ ! -f "$exp/se_$loss/results.json" ]; then
@@ -129,7 +102,7 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
     done
 fi
 
-if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     log "Stage 3: loss curves"
     runs=()
     for loss in $losses; do runs+=("$exp/se_$loss"); done
@@ -168,7 +141,7 @@ downstream() {  # $1 task (pr|asr), $2 hparams
     done
 }
 
-if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     log "Stage 4: downstream PR$($asr && echo ' + ASR') (heads trained on $downstream_train data)"
     downstream pr "$pr_hparams"
     if $asr; then
@@ -176,7 +149,7 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
     fi
 fi
 
-if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     log "Stage 5: results table"
     {
         echo "# Position-invariant SE fine-tuning: results ($exp)"

@@ -24,45 +24,22 @@
 #   Arguments after -- go to every train.py call (e.g. -- --token_type=bpe --seed=2).
 set -euo pipefail
 
-stage=0
-stop_stage=5
-mini=false
-data_folder=""
-librilight_folder=""
-commonvoice_folder=""
-commonvoice_language=fr
-train_corpus=librilight
-lexicon_file=""
-upstream=""            # default: the upstream_source of the hparams files
-ks="2 4 8 10"         # (--mini: "1"); 6 is stage 3, all 12 is stage 2
-exp=""                 # default: results/adapters_run (results/adapters_mini_run with --mini)
-extra_args=()
+. "$(dirname "$0")/../../common.sh"   # option parser, log, mini-corpus helpers
+option stage 0 "first stage to run"
+option stop_stage 5 "last stage to run"
+flag mini "the embedded mini corpus and a tiny random wav2vec 2.0"
+option data_folder "" "LibriSpeech folder (dev/test sets; train-clean-100 for --train_corpus librispeech)"
+option librilight_folder "" "librispeech_finetuning folder (Libri-light 10 h)"
+option commonvoice_folder "" "Common Voice folder of one language (cv-corpus/<lang>)"
+option commonvoice_language fr "Common Voice language code"
+option train_corpus librilight "librilight, librispeech (train-clean-100) or commonvoice"
+option lexicon_file "" "LibriSpeech lexicon"
+option upstream "" "hub id or local HF folder (default: the hparams files' upstream_source)"
+option ks "2 4 8 10" "ablation: top-k layers with adapters (--mini: 1); 6 is stage 3, all 12 stage 2"
+option exp "" "output folder (default: results/adapters_run, adapters_mini_run with --mini)"
+parse_options "$@"
 
-log() {
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"
-}
-
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --stage) stage="$2"; shift 2 ;;
-        --stop_stage) stop_stage="$2"; shift 2 ;;
-        --mini) mini=true; shift ;;
-        --data_folder) data_folder="$2"; shift 2 ;;
-        --librilight_folder) librilight_folder="$2"; shift 2 ;;
-        --commonvoice_folder) commonvoice_folder="$2"; shift 2 ;;
-        --commonvoice_language) commonvoice_language="$2"; shift 2 ;;
-        --train_corpus) train_corpus="$2"; shift 2 ;;
-        --lexicon_file) lexicon_file="$2"; shift 2 ;;
-        --upstream) upstream="$2"; shift 2 ;;
-        --ks) ks="$2"; shift 2 ;;
-        --exp) exp="$2"; shift 2 ;;
-        --) shift; extra_args+=("$@"); break ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
-        *) echo "Unknown option $1 (see --help)" >&2; exit 1 ;;
-    esac
-done
-
-cd "$(dirname "$0")/../../.."   # repository root
+cd "$repo_root"
 recipe=recipes/LibriSpeech/adapters
 suffix=""
 if $mini; then
@@ -121,16 +98,8 @@ train() {  # train <name> <hparams file> [overrides...]: skipped when results.js
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     log "Stage 0: data"
     if $mini; then
-        if [ ! -f "$mini_root/mini_corpus.json" ]; then
-            lasersb-mini-corpus --out "$mini_root"
-        else
-            log "mini corpus already at $mini_root"
-        fi
-        if [ ! -f "$upstream/config.json" ]; then
-            lasersb-tiny-upstream --kind wav2vec2 --out "$upstream"
-        else
-            log "tiny upstream already at $upstream"
-        fi
+        mini_corpus "$mini_root"
+        tiny_upstream wav2vec2 "$upstream"
     fi
     case "$train_corpus" in
         librilight)

@@ -35,49 +35,23 @@
 # file of every method (and the WavLM tiny upstream with --mini).
 set -euo pipefail
 
-stage=0
-stop_stage=6
-mini=false
-hparams=""            # LASER's file (default hparams/laser.yaml)
-methods="laser"
-wavlm=false
-data_folder=""
-lexicon_file=""
-upstream=""           # default: the upstream_source of the hparams file
-exp=""                # default: results/laser_run (results/laser_mini_run with --mini)
-tasks="pr asr qbe"    # SUPERB tasks of stages 3 (pr), 4 (asr) and 5 (qbe), and of the table
-quesst_folder=""      # quesst14Database/ for qbe (--mini: the mini corpus's QUESST14/)
-qbe_layer=-1          # hidden state for QbE: -1 = last (the LASER/SCORE releases, s3prl -l -1)
-qbe_args=""           # --qbe_args "--key=value ...": passed to every QbE run
-extra_args=()         # after --: passed to every SSFT script
-superb_args=""        # --superb_args "--key=value ...": passed to every SUPERB run
-
-log() {
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"
-}
-
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --stage) stage="$2"; shift 2 ;;
-        --stop_stage) stop_stage="$2"; shift 2 ;;
-        --mini) mini=true; shift ;;
-        --hparams) hparams="$2"; shift 2 ;;
-        --methods) methods="$2"; shift 2 ;;
-        --wavlm) wavlm=true; shift ;;
-        --superb_args) superb_args="$2"; shift 2 ;;
-        --data_folder) data_folder="$2"; shift 2 ;;
-        --lexicon_file) lexicon_file="$2"; shift 2 ;;
-        --upstream) upstream="$2"; shift 2 ;;
-        --exp) exp="$2"; shift 2 ;;
-        --tasks) tasks="$2"; shift 2 ;;
-        --quesst_folder) quesst_folder="$2"; shift 2 ;;
-        --qbe_layer) qbe_layer="$2"; shift 2 ;;
-        --qbe_args) qbe_args="$2"; shift 2 ;;
-        --) shift; extra_args+=("$@"); break ;;
-        -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
-        *) echo "Unknown option $1 (see --help)" >&2; exit 1 ;;
-    esac
-done
+. "$(dirname "$0")/../../common.sh"   # option parser, log, mini-corpus helpers
+option stage 0 "first stage to run"
+option stop_stage 6 "last stage to run"
+flag mini "the embedded mini corpus and a tiny random upstream (2-core CPU)"
+option hparams "" "LASER's hparams file (default: hparams/laser.yaml)"
+option methods laser "SSFT methods: laser, score, spin (e.g. \"laser score spin\")"
+flag wavlm "the *_wavlm.yaml file of every method (the tiny WavLM with --mini)"
+option data_folder "" "LibriSpeech folder"
+option lexicon_file "" "LibriSpeech lexicon (phonemes for SUPERB PR)"
+option upstream "" "original upstream (default: the hparams file's upstream_source)"
+option exp "" "output folder (default: results/laser_run, laser_mini_run with --mini)"
+option tasks "pr asr qbe" "SUPERB tasks of stages 3 (pr), 4 (asr), 5 (qbe) and the table"
+option quesst_folder "" "quesst14Database folder for qbe (--mini: the mini corpus's QUESST14)"
+option qbe_layer -1 "hidden state for QbE: -1 = last (the LASER/SCORE releases, s3prl -l -1)"
+option qbe_args "" "\"--key=value ...\" passed to every QbE run"
+option superb_args "" "\"--key=value ...\" passed to every SUPERB PR/ASR run"
+parse_options "$@"
 
 for task in $tasks; do
     case "$task" in
@@ -85,7 +59,7 @@ for task in $tasks; do
         *) echo "--tasks takes pr, asr and/or qbe (e.g. --tasks \"pr asr qbe\"), got $task" >&2; exit 1 ;;
     esac
 done
-cd "$(dirname "$0")/../../.."   # repository root
+cd "$repo_root"
 recipe=recipes/LibriSpeech/ssft
 pr_hparams=recipes/SUPERB/pr/hparams/pr.yaml
 asr_hparams=recipes/SUPERB/asr/hparams/asr.yaml
@@ -160,16 +134,8 @@ original=${upstream:-$(python -m lasersb.config "$(method_hparams "$first_method
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     log "Stage 0: data"
     if $mini; then
-        if [ ! -f "$mini_root/mini_corpus.json" ]; then
-            lasersb-mini-corpus --out "$mini_root"
-        else
-            log "mini corpus already at $mini_root"
-        fi
-        if [ ! -f "$upstream/config.json" ]; then
-            lasersb-tiny-upstream --kind "$kind" --out "$upstream"
-        else
-            log "tiny upstream already at $upstream"
-        fi
+        mini_corpus "$mini_root"
+        tiny_upstream "$kind" "$upstream"
     fi
     # Manifests with phonemes for the SUPERB stages (SSFT prepares its own, without phonemes).
     # Idempotent: skips when the manifests exist with the same options.

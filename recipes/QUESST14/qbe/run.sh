@@ -14,37 +14,18 @@
 # Arguments after `--` go to evaluate.py (hparams overrides such as --dist_method=cosine).
 set -euo pipefail
 
-stage=0
-stop_stage=2
-mini=false
-hparams=""
-data_folder=""
-upstream=""
-layers="-1"
-exp=""
-extra_args=()
+. "$(dirname "$0")/../../common.sh"   # option parser, log, mini-corpus helpers
+option stage 0 "first stage to run"
+option stop_stage 2 "last stage to run"
+flag mini "the embedded mini corpus (QUESST 2014 layout), fbank features by default"
+option hparams "" "hparams file (default: hparams/qbe.yaml, qbe_mini.yaml with --mini)"
+option data_folder "" "quesst14Database folder"
+option upstream "" "hub id or local HF folder (default: the hparams file's upstream_source)"
+option layers "-1" "hidden states to evaluate (-1: last; SUPERB sweeps 0..12)"
+option exp "" "output folder (default: results/quesst14_qbe_run, _mini_run with --mini)"
+parse_options "$@"
 
-log() {
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"
-}
-
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --stage) stage="$2"; shift 2 ;;
-        --stop_stage) stop_stage="$2"; shift 2 ;;
-        --mini) mini=true; shift ;;
-        --hparams) hparams="$2"; shift 2 ;;
-        --data_folder) data_folder="$2"; shift 2 ;;
-        --upstream) upstream="$2"; shift 2 ;;
-        --layers) layers="$2"; shift 2 ;;
-        --exp) exp="$2"; shift 2 ;;
-        --) shift; extra_args+=("$@"); break ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-        *) echo "Unknown option $1 (see --help)" >&2; exit 1 ;;
-    esac
-done
-
-cd "$(dirname "$0")/../../.."   # repository root
+cd "$repo_root"
 recipe=recipes/QUESST14/qbe
 if $mini; then
     exp=${exp:-results/quesst14_qbe_mini_run}
@@ -68,13 +49,10 @@ fi
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     log "Stage 0: data"
     if $mini; then
-        if [ ! -f "$mini_root/mini_corpus.json" ]; then
-            lasersb-mini-corpus --out "$mini_root"
-        else
-            log "mini corpus already at $mini_root"
-        fi
+        mini_corpus "$mini_root"
     fi
-    python -m data_prep.quesst14_prepare "$data_folder" "$exp/manifests"
+    python -m data_prep.quesst14_prepare "$data_folder" "$exp/manifests" \
+        --num-workers "$(python -m lasersb.config "$hparams" prep_num_workers)"
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then

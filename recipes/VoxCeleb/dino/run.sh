@@ -17,8 +17,4 @@
 # Arguments after `--` go to train.py (hparams overrides such as --batch_size=64).
 set -euo pipefail
 
-# Preparation options (--dev-fraction of data_prep/voxceleb_prepare.py for the full and the mini
-# corpus), kept equal to the hparams files' so train.py finds the manifests done.
-dev_fraction=0.0
-dev_fraction_mini=0.0
-exec bash "$(dirname "$0")/../voxceleb_run.sh" dino "$dev_fraction" "$dev_fraction_mini" "$@"
+exec bash "$(dirname "$0")/../voxceleb_run.sh" dino "$@"

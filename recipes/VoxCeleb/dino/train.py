@@ -19,6 +19,7 @@ in ``<output_folder>/eval/<trials>/``. A killed run resumes from its last checkp
 
 import logging
 import sys
+from pathlib import Path
 
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
@@ -27,6 +28,7 @@ from lasersb.brains.dino import DINOBrain
 from lasersb.data.speakers import speaker_dataset, speaker_train_loader
 from lasersb.experiment import setup_experiment
 from lasersb.metrics.trial_scoring import score_trial_lists
+from lasersb.models.dino import load_embedding_model
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,15 @@ def main(argv):
     """Prepare, pre-train, export, score; see the module docstring."""
     hparams, run_opts = setup_experiment(argv)
     manifests = prepare(hparams)
+    if hparams["prepare_only"]:  # run.sh stage 1
+        return None
+    if hparams["score_only"]:  # run.sh stage 3: the exported trunk, scored with these hparams
+        if if_main_process():
+            model = load_embedding_model(
+                Path(hparams["output_folder"]) / "embedding_model.ckpt", device=run_opts.device
+            )
+            score_trial_lists(model, hparams, manifests, device=run_opts.device, name="DINO")
+        return None
     train_data = speaker_dataset(
         manifests["train"],
         segment_seconds=hparams["segment_seconds"],

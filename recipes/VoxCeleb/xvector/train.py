@@ -26,6 +26,7 @@ from lasersb.data.pipelines import dataloader_options
 from lasersb.data.speakers import speaker_dataset, speaker_label_encoder, speaker_train_loader
 from lasersb.experiment import setup_experiment
 from lasersb.metrics.trial_scoring import score_trial_lists
+from lasersb.models.dino import load_embedding_model
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,15 @@ def main(argv):
     """Prepare, train, export, score; see the module docstring."""
     hparams, run_opts = setup_experiment(argv)
     manifests = prepare(hparams)
+    if hparams["prepare_only"]:  # run.sh stage 1
+        return None
+    if hparams["score_only"]:  # run.sh stage 3: the exported trunk, scored with these hparams
+        if if_main_process():
+            model = load_embedding_model(
+                Path(hparams["output_folder"]) / "embedding_model.ckpt", device=run_opts.device
+            )
+            score_trial_lists(model, hparams, manifests, device=run_opts.device, name="x-vector")
+        return None
     label_file = Path(hparams["save_folder"]) / "speaker_encoder.txt"
     encoder = run_on_main(speaker_label_encoder, args=[manifests["train"], label_file])
     datasets = {
