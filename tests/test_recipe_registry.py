@@ -3,9 +3,10 @@
 * Consistency (fast): every ``*.yaml`` under ``hparams/`` and ``recipes/*/*/hparams/`` is
   registered exactly once; every top-level key of each file is read (``hparams["key"]``,
   ``self.hparams.key``, ``hparam_value(file, "key")``) by its script, a ``lasersb.brains``
-  module or a ``lasersb``/``data_prep`` module the script imports, or is one of SpeechBrain's
-  run options, or is used by another key (``!ref <key>``), as SpeechBrain's
-  ``tests/consistency`` checks; override keys exist in the file's hparams.
+  module or a ``lasersb``/``data_prep`` module the script imports, a ``lasersb.brains`` module
+  the hparams file names (``brain_class: !name:...``), or is one of SpeechBrain's run options,
+  or is used by another key (``!ref <key>``), as SpeechBrain's ``tests/consistency`` checks;
+  override keys exist in the file's hparams.
 * ``mode: load`` entries (full-scale files) are loaded with their debug overrides (every object
   built, no training); their ``checkpointer`` must be an ``AtomicCheckpointer``.
 * ``mode: run`` entries run their ``train.py`` in-process for a couple of steps on the mini
@@ -194,6 +195,22 @@ def _imported_sources(script: Path, files=None) -> list[Path]:
     return files
 
 
+def _named_brain_sources(chain: list[Path]) -> list[Path]:
+    """Files of the ``lasersb.brains`` modules the hparams files name, with their imports.
+
+    A script may build the Brain its hparams file names (``brain_class:
+    !name:lasersb.brains.spin.SpinBrain``) instead of importing it.
+    """
+    files = []
+    for path in chain:
+        for module in re.findall(r"!(?:name|new):lasersb\.brains\.(\w+)\.", path.read_text()):
+            source = REPO / "lasersb" / "brains" / f"{module}.py"
+            if source not in files:
+                files.append(source)
+                _imported_sources(source, files)
+    return files
+
+
 def _key_is_used(key: str, sources: str, yaml_texts: str) -> bool:
     if key in FRAMEWORK_KEYS or f"<{key}>" in yaml_texts or f"<{key}." in yaml_texts:
         return True
@@ -214,6 +231,7 @@ def test_every_hparams_key_is_used(entry):
     chain = _chain(path)
     script = REPO / entry["script"]
     source_files = [script, *COMMON_SOURCES, *_imported_sources(script)]
+    source_files += _named_brain_sources(chain)
     source_files += [REPO / m for m in entry.get("modules") or []]
     sources = "\n".join(p.read_text(encoding="utf-8") for p in source_files)
     # !ref uses anywhere in the family of files (a parent's key may be used by a child's value).

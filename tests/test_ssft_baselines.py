@@ -204,10 +204,10 @@ def test_score_target_dropout_follows_train_mode(score_run):
 def spin_run(mini_corpus, tiny_upstreams, tmp_path_factory):
     from lasersb.brains.spin import SpinBrain
     from lasersb.config import load_hparams
-    from lasersb.data.pipelines import dataloader_options
+    from lasersb.data.pipelines import TotalLengthBatchSampler, dataloader_options
 
     torch.manual_seed(0)
-    recipe = _module("spin_ssft_train", RECIPE / "train_spin.py")
+    recipe = _module("spin_ssft_train", RECIPE / "train.py")
     out = tmp_path_factory.mktemp("spin")
     hparams = load_hparams(
         RECIPE / "hparams" / "spin_mini.yaml",
@@ -223,7 +223,7 @@ def spin_run(mini_corpus, tiny_upstreams, tmp_path_factory):
     valid_opts = dataloader_options(valid_data, batch_size=8)
     brain.evaluate(valid_data, test_loader_kwargs=dict(valid_opts))
     before = dict(brain.test_stats)
-    sampler = recipe.TotalLengthBatchSampler(
+    sampler = TotalLengthBatchSampler(
         train_data, hparams["batch_total_seconds"], crop_seconds=3.0, seed=0
     )
     brain.fit(

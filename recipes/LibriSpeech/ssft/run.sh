@@ -6,7 +6,7 @@
 # Stages (ESPnet style; each skips work already done, so a re-run resumes):
 #   0  data: prepare LibriSpeech manifests (and the QUESST 2014 ones for qbe), or (--mini)
 #      generate the embedded mini corpus and a tiny random upstream
-#   1  SSFT of each method in --methods (laser, score: train.py; spin: train_spin.py), to
+#   1  SSFT of each method in --methods (laser, score, spin: train.py), to
 #      <exp>/ssft (laser) and <exp>/ssft_<method> (others)
 #   2  export each fine-tuned upstream to <its folder>/upstream_hf (HF format) and check it
 #      loads (with lasersb's loader, which re-inserts SSFT adapters: see the README)
@@ -115,7 +115,7 @@ method_hparams() {
         echo "hparams/${1}${variant}.yaml"
     fi
 }
-method_script() { if [ "$1" = spin ]; then echo "$recipe/train_spin.py"; else echo "$recipe/train.py"; fi; }
+method_script() { echo "$recipe/train.py"; }  # every method: its hparams file names the Brain
 method_folder() { if [ "$1" = laser ]; then echo "$exp/ssft"; else echo "$exp/ssft_$1"; fi; }
 display_name() { case "$1" in laser) echo LASER ;; score) echo SCORE ;; spin) echo Spin ;; esac; }
 

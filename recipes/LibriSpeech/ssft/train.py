@@ -1,17 +1,27 @@
 #!/usr/bin/env python3
-"""LASER self-supervised fine-tuning (SSFT) of a HuBERT/WavLM upstream on LibriSpeech.
+"""Self-supervised fine-tuning (SSFT) of a HuBERT/WavLM upstream on LibriSpeech: LASER, SCORE, Spin.
 
 Run from the repository root:
 
     python recipes/LibriSpeech/ssft/train.py hparams/laser.yaml --data_folder=/path/LibriSpeech
-    python recipes/LibriSpeech/ssft/train.py hparams/laser_wavlm.yaml --data_folder=/path/Libri
+    python recipes/LibriSpeech/ssft/train.py hparams/score.yaml --data_folder=/path/LibriSpeech
+    python recipes/LibriSpeech/ssft/train.py hparams/spin.yaml --data_folder=/path/LibriSpeech
 
-The script prepares the LibriSpeech manifests, fine-tunes the top transformer layers with the
-LASER loss (soft-DTW divergence between an utterance and its speed/pitch-perturbed copy plus the
-temporal regulariser), exports the fine-tuned upstream in Hugging Face format to
-``<output_folder>/upstream_hf`` and draws the soft alignment of a dev pair before and after
-fine-tuning (``soft_alignment.png``). A killed run resumes from its last checkpoint when the same
-command is run again. ``--export_only=True`` only re-exports from the latest checkpoint.
+(``*_wavlm.yaml``: the WavLM rows.) The script prepares the LibriSpeech manifests and fine-tunes
+the top transformer layers with the Brain that the hparams file names (``brain_class``):
+
+- LASER and SCORE, :class:`~lasersb.brains.laser.LaserBrain`: soft-DTW divergence between an
+  utterance and its speed/pitch-perturbed copy (LASER: plus the temporal regulariser), batches of
+  ``batch_size`` utterances (``train_batching: utterances``); the soft alignment of a dev pair is
+  drawn before and after fine-tuning (``soft_alignment.png``).
+- Spin, :class:`~lasersb.brains.spin.SpinBrain`: swapped prediction between an utterance and its
+  speaker-perturbed copy, batches of ``batch_total_seconds`` of audio as the release
+  (``train_batching: total_seconds``).
+
+Each exports the fine-tuned upstream in Hugging Face format to ``<output_folder>/upstream_hf``
+(SUPERB reads it unchanged) and writes ``ssft_summary.json``. A killed run resumes from its last
+checkpoint when the same command is run again. ``--export_only=True`` only re-exports from the
+latest checkpoint.
 """
 
 import json
@@ -24,10 +34,14 @@ from pathlib import Path
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from data_prep.librispeech_prepare import prepare_librispeech
-from lasersb.brains.laser import LaserBrain
 from lasersb.data.audio import read_audio
 from lasersb.data.manifests import merge_manifests
-from lasersb.data.pipelines import audio_dataset, dataloader_options
+from lasersb.data.pipelines import (
+    TotalLengthBatchSampler,
+    audio_dataset,
+    dataloader_options,
+    loader_generator,
+)
 from lasersb.experiment import setup_experiment
 
 logger = logging.getLogger(__name__)
@@ -70,21 +84,58 @@ def build_datasets(hparams):
     return train_data, valid_data
 
 
+def train_loader_options(hparams, train_data):
+    """The training batches that ``train_batching`` selects (``Brain.fit``'s loader kwargs)."""
+    if hparams["train_batching"] == "utterances":
+        # LASER/SCORE: batch_size utterances, or dynamic batches of max_batch_length seconds.
+        return dataloader_options(
+            train_data,
+            batch_size=hparams["batch_size"],
+            dynamic_batching=hparams["dynamic_batching"],
+            max_batch_length=hparams["max_batch_length"],
+            shuffle=True,
+            num_workers=hparams["num_workers"],
+            seed=hparams["seed"],
+        )
+    if hparams["train_batching"] == "total_seconds":
+        # Spin: consecutive length-sorted utterances up to a total duration (the release's).
+        sampler = TotalLengthBatchSampler(
+            train_data,
+            max_total_seconds=hparams["batch_total_seconds"],
+            crop_seconds=hparams["random_crop_samples"] / hparams["sample_rate"],
+            shuffle=True,
+            drop_last=True,
+            seed=hparams["seed"],
+            epoch_counter=hparams["epoch_counter"],
+        )
+        return {
+            "batch_sampler": sampler,
+            "num_workers": hparams["num_workers"],
+            "generator": loader_generator(hparams["seed"]),
+        }
+    raise ValueError(
+        f"train_batching: {hparams['train_batching']!r} in the hparams file; set it to "
+        "'utterances' (batch_size per batch) or 'total_seconds' (batch_total_seconds per batch)."
+    )
+
+
 def main(argv):
-    """Fine-tune, export and plot; see the module docstring."""
+    """Fine-tune, export and (LASER/SCORE) plot; see the module docstring."""
     hparams, run_opts = setup_experiment(argv)
     train_data, valid_data = build_datasets(hparams)
 
-    brain = LaserBrain(
+    brain = hparams["brain_class"](
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
         hparams=hparams,
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
-    # The dev utterance whose soft alignment is drawn before and after fine-tuning.
-    first = valid_data.data[valid_data.data_ids[0]]
-    brain.alignment_example = read_audio(first["wav"], sample_rate=hparams["sample_rate"])
+    plots_alignment = hasattr(brain, "plot_alignments")  # LaserBrain does, SpinBrain does not
+    if plots_alignment:
+        # The dev utterance whose soft alignment is drawn before and after fine-tuning.
+        first = valid_data.data[valid_data.data_ids[0]]
+        brain.alignment_example = read_audio(first["wav"], sample_rate=hparams["sample_rate"])
 
     start = time.time()
     if not hparams["export_only"]:
@@ -92,18 +143,10 @@ def main(argv):
             hparams["epoch_counter"],
             train_data,
             valid_data,
-            train_loader_kwargs=dataloader_options(
-                train_data,
-                batch_size=hparams["batch_size"],
-                dynamic_batching=hparams["dynamic_batching"],
-                max_batch_length=hparams["max_batch_length"],
-                shuffle=True,
-                num_workers=hparams["num_workers"],
-                seed=hparams["seed"],
-            ),
+            train_loader_kwargs=train_loader_options(hparams, train_data),
             valid_loader_kwargs=dataloader_options(
                 valid_data,
-                batch_size=hparams["batch_size"],
+                batch_size=hparams["valid_batch_size"],
                 num_workers=hparams["num_workers"],
             ),
         )
@@ -112,7 +155,7 @@ def main(argv):
 
     export = brain.export_upstream(hparams["export_folder"])
     figure = None
-    if brain.alignment_example is not None:
+    if plots_alignment:
         figure = brain.plot_alignments(brain.alignment_example, seed=hparams["alignment_plot_seed"])
     if if_main_process():
         summary = {
