@@ -2,11 +2,13 @@
 
 Each test backs a comment in the library: scikit-learn's confusion matrix / accuracies are
 used (bit-identical to what was written by hand before); SpeechBrain's ``length_to_mask``
-replaces hand-written masks; our EER/minDCF, F1, SI-SNR and statistics pooling are kept for
+replaces hand-written masks; SpeechBrain's greedy CTC decoder gives what ours gave;
+our EER/minDCF, F1, SI-SNR and statistics pooling are kept for
 the reasons their docstrings give, measured here.
 """
 
 import warnings
+from itertools import groupby
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from sklearn import metrics as sk_metrics
 from speechbrain.dataio.dataio import length_to_mask
 
 from lasersb.alignment.frame_losses import frame_mse
+from lasersb.decoding import ctc_greedy_decode
 from lasersb.metrics import classification
 from lasersb.metrics.enhancement import si_snr
 from lasersb.metrics.verification import compute_eer, compute_min_dcf
@@ -115,3 +118,45 @@ def test_statistics_pooling_differs_from_speechbrain_as_documented():
     valid = x[1, :, :30]
     expected = torch.cat([valid.mean(-1), valid.var(-1, unbiased=False).sqrt()])
     assert torch.allclose(ours[1], expected, atol=1e-6)
+
+
+def _hand_written_greedy_decode(log_probs, frame_lens, blank_index):
+    # lasersb's greedy CTC decoder before it delegated to SpeechBrain's (commit ef44014).
+    best = log_probs.argmax(dim=-1).cpu()
+    lens = torch.as_tensor(frame_lens).clamp(max=log_probs.shape[1]).tolist()
+    hyps = []
+    for row, length in zip(best.tolist(), lens):
+        collapsed = [token for token, _ in groupby(row[: int(length)])]
+        hyps.append([token for token in collapsed if token != blank_index])
+    return hyps
+
+
+def test_greedy_ctc_decode_equals_the_hand_written_decoder():
+    # Integer counts become float64 relative lengths; SpeechBrain's round(rel * max_len)
+    # gives every count back exactly.
+    for max_len in range(1, 4097):
+        counts = torch.arange(max_len + 1, dtype=torch.float64)
+        assert torch.equal(torch.round(counts / max_len * max_len), counts)
+    rng = np.random.default_rng(0)
+    ties = 0
+    for _ in range(300):
+        batch, max_len, vocab = (int(v) for v in rng.integers(1, [9, 60, 12], endpoint=True))
+        if rng.random() < 0.5:  # few distinct values: ties in the argmax are common
+            logits = torch.tensor(rng.integers(0, 3, (batch, max_len, vocab)), dtype=torch.float32)
+        else:
+            logits = torch.log_softmax(torch.tensor(rng.normal(size=(batch, max_len, vocab))), -1)
+        top = logits.max(-1, keepdim=True).values
+        ties += int(((logits == top).sum(-1) > 1).sum())
+        lens = torch.tensor(rng.integers(0, max_len, batch, endpoint=True))
+        lens[0], lens[-1] = 0, max_len  # an empty and a full-length utterance in every batch
+        if rng.random() < 0.2:
+            lens[-1] = max_len + 3  # counts beyond the padded length are clamped
+        blank = int(rng.integers(0, vocab))
+        expected = _hand_written_greedy_decode(logits, lens, blank)
+        assert ctc_greedy_decode(logits, lens, blank) == expected
+        assert ctc_greedy_decode(logits, lens.tolist(), blank) == expected
+        full = _hand_written_greedy_decode(logits, [max_len] * batch, blank)
+        assert ctc_greedy_decode(logits, blank_index=blank) == full
+    assert ties > 1000  # the tie-breaking (first maximum) was exercised
+    with pytest.raises(TypeError, match="integer frame counts"):
+        ctc_greedy_decode(torch.zeros(1, 3, 2), torch.tensor([1.0]))
