@@ -10,4 +10,9 @@ data       dataset pipelines, audio reading with validation, the embedded mini c
 metrics    EER/minDCF, UA/WA, WER/PER helpers
 """
 
+from lasersb.logging_filters import install_log_filters
+
 __version__ = "0.1.0"
+
+# Before any recipe YAML imports speechbrain.utils.train_logger (see lasersb/logging_filters.py).
+install_log_filters()

@@ -7,7 +7,7 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.epoch_loop import EpochCounter
 
-from lasersb.brains.utterance_classifier import EmbeddingClassifierBrain
+from lasersb.brains.embedding_classifier import EmbeddingClassifierBrain
 from lasersb.data.classification import classification_dataset
 from lasersb.models.dino import save_embedding_model
 from lasersb.models.embedding_classifier import (

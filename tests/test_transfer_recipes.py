@@ -150,7 +150,7 @@ def test_every_hparam_is_used(recipe, files):
     """Each top-level key is read by train.py, the Brain, SpeechBrain, or another key."""
     from ruamel.yaml import YAML
 
-    brain = (REPO / "lasersb" / "brains" / "utterance_classifier.py").read_text()
+    brain = (REPO / "lasersb" / "brains" / "embedding_classifier.py").read_text()
     script = (recipe / "train.py").read_text()
     speechbrain_keys = {"precision", "max_grad_norm", "__set_seed", "inherit"}
     for name in files:

@@ -291,7 +291,7 @@ def aggregate_posteriors(predictions: dict, groups: dict) -> dict:
     ---------
     predictions : dict
         ``{"ids": [...], "targets": [...], "probs": [[...], ...]}`` as produced by
-        :meth:`lasersb.brains.utterance_classifier.EmbeddingClassifierBrain.evaluate`
+        :meth:`lasersb.brains.embedding_classifier.EmbeddingClassifierBrain.evaluate`
         (``brain.test_predictions``).
     groups : dict
         ``{utterance id: group id}``; utterances missing from it are their own group.

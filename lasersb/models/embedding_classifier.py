@@ -4,7 +4,7 @@ Cho et al. (JSTSP 2022) transfer the DINO (or supervised x-vector) embedding mod
 recognition (IEMOCAP) and Alzheimer's detection (ADReSS) by putting a classification head on
 the 256-d embedding (:class:`EmbeddingClassifier`); the two-stage schedule first trains only
 the *last affine layers* (:func:`last_affine_modules` and the head), then everything
-(:class:`lasersb.brains.utterance_classifier.EmbeddingClassifierBrain`).
+(:class:`lasersb.brains.embedding_classifier.EmbeddingClassifierBrain`).
 :func:`load_or_init_embedding_model` gives the trunk (pre-trained or random) and
 :func:`chunk_posteriors` evaluates long utterances chunk by chunk.
 """

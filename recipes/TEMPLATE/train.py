@@ -14,7 +14,7 @@ The five steps every recipe here follows, each a few lines:
    on the main process only; every other process waits, then reads them.
 3. Datasets from ``lasersb.data.pipelines.audio_dataset`` plus the label pipeline of the task.
 4. The Brain from ``lasersb.brains`` (here
-   :class:`~lasersb.brains.template.UtteranceClassifierBrain`).
+   :class:`~lasersb.brains.frozen_upstream_classifier.UtteranceClassifierBrain`).
 5. ``fit`` then ``evaluate`` on the best checkpoint. Re-running the same command after a kill
    resumes from the last checkpoint.
 
@@ -30,7 +30,7 @@ import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from data_prep.librispeech_prepare import prepare_librispeech
-from lasersb.brains.template import UtteranceClassifierBrain
+from lasersb.brains.frozen_upstream_classifier import UtteranceClassifierBrain
 from lasersb.data.pipelines import audio_dataset, dataloader_options
 from lasersb.experiment import setup_experiment
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from data_prep.adress_prepare import prepare_adress
-from lasersb.brains.utterance_classifier import EmbeddingClassifierBrain
+from lasersb.brains.embedding_classifier import EmbeddingClassifierBrain
 from lasersb.data.classification import classification_dataset
 from lasersb.data.pipelines import dataloader_options
 from lasersb.experiment import setup_experiment

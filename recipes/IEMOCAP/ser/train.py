@@ -27,7 +27,7 @@ import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from data_prep.iemocap_prepare import prepare_iemocap
-from lasersb.brains.utterance_classifier import EmbeddingClassifierBrain
+from lasersb.brains.embedding_classifier import EmbeddingClassifierBrain
 from lasersb.config import hparam_value
 from lasersb.data.classification import classification_dataset
 from lasersb.data.pipelines import dataloader_options
