@@ -81,6 +81,8 @@ def resolve_run_opts(run_opts, hparams: dict):
         changes["device"] = device
         overridden.add("device")
     given = run_opts.precision if "precision" in overridden else None
+    # A run option, not a recipe key: like sb.Brain, take it from the hparams file when the file
+    # sets it, else SpeechBrain's default (fp32).
     precision = given or hparams.get("precision", "fp32")
     if not str(device).startswith("cuda") and precision != "fp32":
         logger.info("Precision %s requested; using fp32 on %s.", precision, device)

@@ -95,13 +95,11 @@ class WarmupSchedule:
             return self.warmup_start_ratio + (1.0 - self.warmup_start_ratio) * ramp
         if self.decay == "constant":
             return 1.0
+        if self.decay == "cosine":  # the one cosine of this module (DINO's, below)
+            return cosine_schedule(step, self.total_steps, 1.0, self.final_ratio, self.warmup_steps)
         span = max(1, self.total_steps - self.warmup_steps)
         progress = min(1.0, (step - self.warmup_steps) / span)
-        if self.decay == "linear":
-            shape = 1.0 - progress
-        else:
-            shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-        return self.final_ratio + (1.0 - self.final_ratio) * shape
+        return self.final_ratio + (1.0 - self.final_ratio) * (1.0 - progress)
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         """Remember each group's base lr and set the lr of the next update."""

@@ -83,7 +83,7 @@ def _vowel(f0=120.0, formants=((700, 80), (1200, 90), (2500, 120)), seconds=1.2)
 
 
 def _median_f0(y):
-    import librosa
+    librosa = pytest.importorskip("librosa")  # a test requirement (requirements-dev.txt)
 
     f0, _, _ = librosa.pyin(y, fmin=50, fmax=600, sr=SR, frame_length=1024)
     return float(np.nanmedian(f0))

@@ -295,6 +295,27 @@ def score_trial_lists(model, hparams: dict, manifests: dict, device="cpu", name=
     return results
 
 
+def score_embedding_export(hparams: dict, manifests: dict, device="cpu", name="system") -> dict:
+    """:func:`score_trial_lists` with the model a recipe exported to its output folder.
+
+    The ``score_only`` stage of the VoxCeleb recipes (``run.sh`` stage 3): loads
+    ``<output_folder>/embedding_model.ckpt`` (:func:`lasersb.models.dino.load_embedding_model`)
+    and scores with the same ``hparams`` (cohort, AS-norm, batch) as ``score_after_training``.
+
+    Example
+    -------
+    >>> score_embedding_export(hparams, manifests, device="cuda:0", name="DINO")  # doctest: +SKIP
+    """
+    checkpoint = Path(hparams["output_folder"]) / "embedding_model.ckpt"
+    if not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"{checkpoint} does not exist: train first (run.sh stage 2, or train.py without "
+            "--score_only=True), or give the --output_folder of a finished run."
+        )
+    model = load_embedding_model(checkpoint, device=device)
+    return score_trial_lists(model, hparams, manifests, device=device, name=name)
+
+
 def main(argv=None) -> int:
     """Score a trial list with a saved embedding model (``embedding_model.ckpt``).
 

@@ -115,7 +115,6 @@ method_hparams() {
         echo "hparams/${1}${variant}.yaml"
     fi
 }
-method_script() { echo "$recipe/train.py"; }  # every method: its hparams file names the Brain
 method_folder() { if [ "$1" = laser ]; then echo "$exp/ssft"; else echo "$exp/ssft_$1"; fi; }
 display_name() { case "$1" in laser) echo LASER ;; score) echo SCORE ;; spin) echo Spin ;; esac; }
 
@@ -157,7 +156,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
             continue
         fi
         log "Stage 1: $(display_name "$method") SSFT with $(method_hparams "$method") (resumes from its last checkpoint)"
-        python "$(method_script "$method")" "$(method_hparams "$method")" \
+        python $recipe/train.py "$(method_hparams "$method")" \
             --data_folder="$data_folder" --output_folder="$(method_folder "$method")" \
             "${upstream_args[@]}" "${extra_args[@]}"
     done
@@ -168,7 +167,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
         finetuned=$(method_folder "$method")/upstream_hf
         log "Stage 2: export the $(display_name "$method") upstream to $finetuned"
         if [ ! -f "$finetuned/config.json" ]; then
-            python "$(method_script "$method")" "$(method_hparams "$method")" \
+            python $recipe/train.py "$(method_hparams "$method")" \
                 --data_folder="$data_folder" --output_folder="$(method_folder "$method")" \
                 --export_only=True "${upstream_args[@]}" "${extra_args[@]}"
         fi

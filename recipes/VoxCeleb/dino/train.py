@@ -15,11 +15,12 @@ label is read), exports the teacher's trunk to ``<output_folder>/embedding_model
 (:func:`lasersb.models.dino.load_embedding_model`) and, with ``score_after_training``, scores the
 trial lists with cosine similarity (plain, mean-subtracted, AS-norm): EER, minDCF and a DET plot
 in ``<output_folder>/eval/<trials>/``. A killed run resumes from its last checkpoint.
+``--prepare_only=True`` stops after the manifests (run.sh stage 1); ``--score_only=True`` scores
+the trial lists with the exported ``embedding_model.ckpt`` and the same hparams (stage 3).
 """
 
 import logging
 import sys
-from pathlib import Path
 
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
@@ -27,8 +28,7 @@ from data_prep.voxceleb_prepare import prepare_voxceleb
 from lasersb.brains.dino import DINOBrain
 from lasersb.data.speakers import speaker_dataset, speaker_train_loader
 from lasersb.experiment import setup_experiment
-from lasersb.metrics.trial_scoring import score_trial_lists
-from lasersb.models.dino import load_embedding_model
+from lasersb.metrics.trial_scoring import score_embedding_export, score_trial_lists
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +64,7 @@ def main(argv):
     if hparams["prepare_only"]:  # run.sh stage 1
         return None
     if hparams["score_only"]:  # run.sh stage 3: the exported trunk, scored with these hparams
-        if if_main_process():
-            model = load_embedding_model(
-                Path(hparams["output_folder"]) / "embedding_model.ckpt", device=run_opts.device
-            )
-            score_trial_lists(model, hparams, manifests, device=run_opts.device, name="DINO")
+        run_on_main(score_embedding_export, args=[hparams, manifests, run_opts.device, "DINO"])
         return None
     train_data = speaker_dataset(
         manifests["train"],

@@ -12,6 +12,8 @@ held-out utterances of the training speakers), exports the trunk to
 ``<output_folder>/embedding_model.ckpt`` and, with ``score_after_training``, scores the trial
 lists exactly as the DINO recipe does (``<output_folder>/eval/<trials>/``). A killed run
 resumes from its last checkpoint.
+``--prepare_only=True`` stops after the manifests (run.sh stage 1); ``--score_only=True`` scores
+the trial lists with the exported ``embedding_model.ckpt`` and the same hparams (stage 3).
 """
 
 import logging
@@ -25,8 +27,7 @@ from lasersb.brains.xvector import XvectorBrain
 from lasersb.data.pipelines import dataloader_options
 from lasersb.data.speakers import speaker_dataset, speaker_label_encoder, speaker_train_loader
 from lasersb.experiment import setup_experiment
-from lasersb.metrics.trial_scoring import score_trial_lists
-from lasersb.models.dino import load_embedding_model
+from lasersb.metrics.trial_scoring import score_embedding_export, score_trial_lists
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +62,7 @@ def main(argv):
     if hparams["prepare_only"]:  # run.sh stage 1
         return None
     if hparams["score_only"]:  # run.sh stage 3: the exported trunk, scored with these hparams
-        if if_main_process():
-            model = load_embedding_model(
-                Path(hparams["output_folder"]) / "embedding_model.ckpt", device=run_opts.device
-            )
-            score_trial_lists(model, hparams, manifests, device=run_opts.device, name="x-vector")
+        run_on_main(score_embedding_export, args=[hparams, manifests, run_opts.device, "x-vector"])
         return None
     label_file = Path(hparams["save_folder"]) / "speaker_encoder.txt"
     encoder = run_on_main(speaker_label_encoder, args=[manifests["train"], label_file])
