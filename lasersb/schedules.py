@@ -4,7 +4,7 @@
   cosine decay) that LASER, the adapters and SE fine-tuning build in their YAML
   (``!new:lasersb.schedules.WarmupSchedule``).
 - :func:`cosine_schedule`: DINO's value schedule (linear warm-up, cosine to a final value), for
-  the step-scheduled speaker Brains (:class:`lasersb.brains.step_schedule.StepScheduledBrain`),
+  the step-scheduled speaker Brains (:class:`lasersb.brains.scheduled.StepScheduledBrain`),
   the per-stage schedule of the utterance-classifier transfer and the DINO teacher momentum.
 """
 
@@ -105,9 +105,10 @@ class WarmupSchedule:
         """Remember each group's base lr and set the lr of the next update."""
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
-        self._apply(optimizer)
+        self.apply(optimizer)
 
-    def _apply(self, optimizer):
+    def apply(self, optimizer: torch.optim.Optimizer) -> None:
+        """Set every group's lr for the next update (after a resume restored ``num_steps``)."""
         factor = self.multiplier(self.num_steps)
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
@@ -121,7 +122,7 @@ class WarmupSchedule:
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         """Advance one optimiser step and set the lr of the next update."""
         self.num_steps += 1
-        self._apply(optimizer)
+        self.apply(optimizer)
 
     @mark_as_saver
     def _save(self, path):

@@ -29,7 +29,7 @@ import speechbrain as sb
 import torch.nn.functional as F
 
 from lasersb.alignment.ctc import batch_ctc_loss
-from lasersb.brains.base import DistributedBrain
+from lasersb.brains.scheduled import WarmupScheduledBrain
 from lasersb.decoding import ctc_greedy_decode
 from lasersb.metrics.error_rates import ErrorRateTracker, character_units
 from lasersb.models import adapters as adapter_lib
@@ -41,7 +41,7 @@ RESULTS_FILE = "results.json"
 ADAPTERS_FILE = "adapters.pt"
 
 
-class AdapterCTCBrain(DistributedBrain):
+class AdapterCTCBrain(WarmupScheduledBrain):
     """Encoder (adapted / frozen / fully fine-tuned) + linear CTC head, trained with CTC.
 
     Expected ``modules``: ``upstream`` (:class:`lasersb.models.upstream.SSLUpstream` built with
@@ -142,8 +142,8 @@ class AdapterCTCBrain(DistributedBrain):
         return loss
 
     # ------------------------------------------------------------------ optimisation
-    def init_optimizers(self):
-        """One optimiser: encoder parameters at ``encoder_lr`` (full), the rest at ``lr``."""
+    def optimizer_params(self):
+        """Two groups: encoder parameters at ``encoder_lr`` (full), the rest at ``lr``."""
         upstream_ids = {id(p) for p in self.modules.upstream.parameters()}
         adapter_ids = {
             id(p)
@@ -170,49 +170,14 @@ class AdapterCTCBrain(DistributedBrain):
         if encoder:
             lr = float(self.hparams.encoder_lr)
             groups.append({"params": encoder, "lr": lr, "name": "encoder"})
-        self.optimizer = self.opt_class(groups)
-        self.optimizers_dict = {"optimizer": self.optimizer}
-        schedule = self.hparams.lr_schedule
-        if schedule is not None:
-            schedule.attach(self.optimizer)
-        self._apply_encoder_freeze()
-        if self.checkpointer is not None:
-            self.checkpointer.add_recoverable("optimizer", self.optimizer)
-            if schedule is not None:
-                self.checkpointer.add_recoverable("lr_schedule", schedule)
+        return groups
 
-    def _apply_encoder_freeze(self):
+    def on_lr_update(self):
         """Zero the encoder group's lr during the first ``freeze_encoder_steps`` updates."""
         steps = int(self.hparams.freeze_encoder_steps or 0)
         for group in self.optimizer.param_groups:
             if group.get("name") == "encoder" and self.optimizer_step < steps:
                 group["lr"] = 0.0
-
-    def on_fit_start(self):
-        """Recover the latest checkpoint and re-apply the schedule's learning rate."""
-        super().on_fit_start()
-        schedule = self.hparams.lr_schedule
-        if schedule is not None and getattr(self, "optimizer", None) is not None:
-            schedule._apply(self.optimizer)
-            self._apply_encoder_freeze()
-
-    def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """Advance the schedule; log the loss and learning rate per step to TensorBoard."""
-        if not should_step:
-            return
-        schedule = self.hparams.lr_schedule
-        if schedule is not None:
-            schedule.step(self.optimizer)
-        self._apply_encoder_freeze()
-        tb = self.hparams.tensorboard_logger
-        if tb is not None:  # log_stats runs on the main process only (and syncs all)
-            tb.log_stats(
-                stats_meta={"step": self.optimizer_step},
-                train_stats={
-                    "loss": float(loss.detach()),
-                    "lr": self.optimizer.param_groups[0]["lr"],
-                },
-            )
 
     # ------------------------------------------------------------------ stages
     def on_stage_start(self, stage, epoch=None):

@@ -28,7 +28,7 @@ from torch import nn
 
 from lasersb.augment.chain import apply_augmentation
 from lasersb.augment.speed import fit_length
-from lasersb.brains.step_schedule import StepScheduledBrain
+from lasersb.brains.scheduled import StepScheduledBrain
 from lasersb.models.dino import (
     collapse_statistics,
     ema_update_,
@@ -45,7 +45,7 @@ class DINOBrain(StepScheduledBrain):
     Expected ``modules``: ``student`` (:class:`lasersb.models.dino.DINOModel`); the teacher is
     a copy made here and kept out of ``modules`` (it is not optimised), checkpointed as
     ``teacher``. Expected ``hparams`` (all of them; ``null`` where a value is optional): those
-    of :class:`~lasersb.brains.step_schedule.StepScheduledBrain`, ``multicrop``
+    of :class:`~lasersb.brains.scheduled.StepScheduledBrain`, ``multicrop``
     (:class:`lasersb.models.dino.MultiCrop`), ``dino_loss`` (:class:`lasersb.models.dino.DINOLoss`),
     ``teacher_momentum``, ``final_teacher_momentum``, ``freeze_last_layer_steps`` (null:
     ``freeze_last_layer_epochs`` x steps per epoch), ``freeze_last_layer_epochs``,

@@ -21,7 +21,7 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
-from lasersb.brains.base import DistributedBrain
+from lasersb.brains.scheduled import WarmupScheduledBrain
 from lasersb.models.export import export_readme
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ ALIGNMENT_BEFORE = "alignment_before.pt"
 ADAPTERS_FILE = "lasersb_adapters.pt"
 
 
-class LaserBrain(DistributedBrain):
+class LaserBrain(WarmupScheduledBrain):
     """Brain for LASER SSFT.
 
     Expected ``modules``: ``upstream`` (:class:`lasersb.models.upstream.SSLUpstream` with its
@@ -47,6 +47,11 @@ class LaserBrain(DistributedBrain):
     ``valid_seed``, ``num_checkpoints_to_keep``, ``upstream_source``, and ``train_logger``,
     ``tensorboard_logger`` (each possibly ``None``).
     """
+
+    no_trainable_message = (
+        "No trainable parameters: set trainable_layers (top transformer layers to fine-tune) "
+        "to at least 1, or enable adapters."
+    )
 
     # ------------------------------------------------------------------ forward / loss
     def encode(self, wavs, wav_lens, modules=None):
@@ -102,45 +107,15 @@ class LaserBrain(DistributedBrain):
         return loss.mean()
 
     # ------------------------------------------------------------------ optimisation
-    def init_optimizers(self):
-        """AdamW over the trainable parameters only, with the warm-up schedule attached."""
-        params = [p for p in self.modules.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError(
-                "No trainable parameters: set trainable_layers (top transformer layers to "
-                "fine-tune) to at least 1, or enable adapters."
-            )
-        self.optimizer = self.opt_class(params)
-        self.optimizers_dict = {"optimizer": self.optimizer}
-        self.hparams.lr_schedule.attach(self.optimizer)
-        if self.checkpointer is not None:
-            self.checkpointer.add_recoverable("optimizer", self.optimizer)
-            self.checkpointer.add_recoverable("lr_schedule", self.hparams.lr_schedule)
-
     def on_fit_start(self):
         """Recover the latest checkpoint, then record the 'before' alignment on a fresh start."""
-        super().on_fit_start()  # per-rank random streams: each process draws its own views
-        # The schedule's step count may have been restored: re-apply its learning rate.
-        self.hparams.lr_schedule._apply(self.optimizer)
+        # Per-rank random streams (each process draws its own views); the restored schedule's
+        # learning rate re-applied (WarmupScheduledBrain).
+        super().on_fit_start()
         self._log_parameter_counts()
         example = getattr(self, "alignment_example", None)
         if example is not None:
             self.record_alignment_before(example, seed=self.hparams.alignment_plot_seed)
-
-    def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """Advance the learning-rate schedule and log per-step values."""
-        if not should_step:
-            return
-        self.hparams.lr_schedule.step(self.optimizer)
-        tb = self.hparams.tensorboard_logger
-        if tb is not None:  # log_stats runs on the main process only (and syncs all)
-            tb.log_stats(
-                stats_meta={"step": self.optimizer_step},
-                train_stats={
-                    "loss": float(loss.detach()),
-                    "lr": self.optimizer.param_groups[0]["lr"],
-                },
-            )
 
     def on_stage_start(self, stage, epoch=None):
         """Reset the per-stage accumulators of the loss terms."""
@@ -195,12 +170,6 @@ class LaserBrain(DistributedBrain):
             names = [n for n, p in self.modules.named_parameters() if p.requires_grad]
             logger.info("Trainable parameters (%d): %s", len(names), ", ".join(names))
             self._names_logged = True
-
-    @property
-    def final_lr(self) -> float | None:
-        """Learning rate of the last optimiser step (``None`` before any, or with no optimiser)."""
-        optimizer = getattr(self, "optimizer", None)
-        return None if optimizer is None else self.hparams.lr_schedule.last_lr(optimizer)
 
     # ------------------------------------------------------------------ analysis / export
     @torch.no_grad()

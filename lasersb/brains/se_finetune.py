@@ -52,7 +52,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from lasersb.alignment.frame_losses import frame_mse, gather_frames, soft_dtw_frame_loss
 from lasersb.augment import speed_perturb, zero_pad_reference
-from lasersb.brains.base import DistributedBrain
+from lasersb.brains.scheduled import WarmupScheduledBrain
 from lasersb.metrics.enhancement import si_snr
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _optional_metrics():
 
 
 # ---------------------------------------------------------------------- Brain
-class SEFinetuneBrain(DistributedBrain):
+class SEFinetuneBrain(WarmupScheduledBrain):
     """Fine-tune an SE front-end so that a frozen SSL model sees enhanced speech as clean speech.
 
     Expected ``modules``: ``enhancer`` (an SE model from :mod:`lasersb.models.enhancement`:
@@ -245,27 +245,18 @@ class SEFinetuneBrain(DistributedBrain):
             self._sums.setdefault(name, []).extend(values.float().cpu().tolist())
 
     # ------------------------------------------------------------------ optimisation
-    def init_optimizers(self):
-        """Optimiser over the enhancer's parameters (the upstream is frozen)."""
+    no_trainable_message = "The enhancer has no trainable parameters."
+
+    def optimizer_params(self):
+        """The enhancer's parameters (the upstream is frozen)."""
         params = [p for p in self.modules.enhancer.parameters() if p.requires_grad]
         if not params:
-            raise ValueError("The enhancer has no trainable parameters.")
-        self.optimizer = self.opt_class(params)
-        self.optimizers_dict = {"optimizer": self.optimizer}
-        schedule = self.hparams.lr_schedule
-        if schedule is not None:
-            schedule.attach(self.optimizer)
-        if self.checkpointer is not None:
-            self.checkpointer.add_recoverable("optimizer", self.optimizer)
-            if schedule is not None:
-                self.checkpointer.add_recoverable("lr_schedule", schedule)
+            raise ValueError(self.no_trainable_message)
+        return params
 
     def on_fit_start(self):
         """Recover the latest checkpoint and re-apply the schedule's learning rate."""
         super().on_fit_start()
-        schedule = self.hparams.lr_schedule
-        if schedule is not None:
-            schedule._apply(self.optimizer)
         # Steps already in the loss curve after a resume are dropped and re-logged.
         self._truncate_curve(LOSS_CURVE, self.optimizer_step)
         self._truncate_curve(VALID_CURVE, self.optimizer_step)
@@ -295,21 +286,16 @@ class SEFinetuneBrain(DistributedBrain):
             writer.writerow(values)
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """Advance the schedule and log the step's loss (``loss_curve.csv``, TensorBoard)."""
-        if not should_step:
-            return
-        schedule = self.hparams.lr_schedule
-        if schedule is not None:
-            schedule.step(self.optimizer)
-        lr = self.optimizer.param_groups[0]["lr"]
-        value = float(loss.detach())
-        self._append_curve(
-            LOSS_CURVE, ["step", "loss", "lr"], [self.optimizer_step, f"{value:.6g}", f"{lr:.6g}"]
-        )
-        tb = self.hparams.tensorboard_logger
-        if tb is not None:  # log_stats runs on the main process only (and syncs all)
-            tb.log_stats(stats_meta={"step": self.optimizer_step},
-                         train_stats={"loss": float(loss.detach()), "lr": lr})  # fmt: skip
+        """Advance the schedule, log the step (TensorBoard) and append it to ``loss_curve.csv``."""
+        super().on_fit_batch_end(batch, outputs, loss, should_step)
+        if should_step:
+            lr = self.optimizer.param_groups[0]["lr"]
+            value = float(loss.detach())
+            self._append_curve(
+                LOSS_CURVE,
+                ["step", "loss", "lr"],
+                [self.optimizer_step, f"{value:.6g}", f"{lr:.6g}"],
+            )
 
     def on_stage_start(self, stage, epoch=None):
         """Reset the metric accumulators."""

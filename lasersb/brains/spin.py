@@ -21,14 +21,14 @@ import speechbrain as sb
 import torch
 
 from lasersb.augment.lengths import random_crop
-from lasersb.brains.base import DistributedBrain
+from lasersb.brains.scheduled import WarmupScheduledBrain
 
 logger = logging.getLogger(__name__)
 
 STAT_KEYS = ("loss", "code_perplexity", "prob_perplexity", "accuracy")
 
 
-class SpinBrain(DistributedBrain):
+class SpinBrain(WarmupScheduledBrain):
     """Brain for Spin SSFT.
 
     Expected ``modules``: ``upstream`` (:class:`lasersb.models.upstream.SSLUpstream`, top layers
@@ -70,20 +70,14 @@ class SpinBrain(DistributedBrain):
         return result["loss"]
 
     # ------------------------------------------------------------------ optimisation
-    def init_optimizers(self):
-        """Adam over the trainable parameters (top layers, head, codebook) with the schedule."""
-        params = [p for p in self.modules.parameters() if p.requires_grad]
-        self.optimizer = self.opt_class(params)
-        self.optimizers_dict = {"optimizer": self.optimizer}
-        self.hparams.lr_schedule.attach(self.optimizer)
-        if self.checkpointer is not None:
-            self.checkpointer.add_recoverable("optimizer", self.optimizer)
-            self.checkpointer.add_recoverable("lr_schedule", self.hparams.lr_schedule)
+    no_trainable_message = (
+        "No trainable parameters: set trainable_layers (top transformer layers to fine-tune) "
+        "to at least 1."
+    )
 
     def on_fit_start(self):
         """Recover, then re-apply the schedule's learning rate and log the trainable set."""
         super().on_fit_start()
-        self.hparams.lr_schedule._apply(self.optimizer)
         trainable = [n for n, p in self.modules.named_parameters() if p.requires_grad]
         count = sum(p.numel() for p in self.modules.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.modules.parameters())
@@ -97,16 +91,14 @@ class SpinBrain(DistributedBrain):
         )
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """Re-normalise the codewords, advance the schedule, log the step's statistics."""
-        if not should_step:
-            return
-        self.unwrapped.loss.normalise_codebook()
-        self.hparams.lr_schedule.step(self.optimizer)
-        stats = dict(self._last, lr=self.optimizer.param_groups[0]["lr"])
-        # log_stats runs on the main process only and synchronises all: call it on every rank.
-        self.hparams.tensorboard_logger.log_stats(
-            stats_meta={"step": self.optimizer_step}, train_stats=stats
-        )
+        """Re-normalise the codewords, then advance the schedule and log the step."""
+        if should_step:
+            self.unwrapped.loss.normalise_codebook()
+        super().on_fit_batch_end(batch, outputs, loss, should_step)
+
+    def step_stats(self, loss) -> dict:
+        """The step's loss, perplexities and accuracy (TensorBoard)."""
+        return dict(self._last)
 
     def on_stage_start(self, stage, epoch=None):
         """Reset the per-stage accumulators."""
@@ -142,12 +134,6 @@ class SpinBrain(DistributedBrain):
             self.hparams.train_logger.log_stats(
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
             )
-
-    @property
-    def final_lr(self) -> float | None:
-        """Learning rate of the last optimiser step (``None`` before any)."""
-        optimizer = getattr(self, "optimizer", None)
-        return None if optimizer is None else self.hparams.lr_schedule.last_lr(optimizer)
 
     # ------------------------------------------------------------------ export
     def export_upstream(self, folder=None):

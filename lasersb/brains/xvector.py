@@ -22,7 +22,7 @@ from torch import nn
 
 from lasersb.augment.chain import apply_augmentation
 from lasersb.augment.speed import fit_length
-from lasersb.brains.step_schedule import StepScheduledBrain
+from lasersb.brains.scheduled import StepScheduledBrain
 from lasersb.models.dino import save_embedding_model
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class XvectorBrain(StepScheduledBrain):
     Expected ``modules``: ``embedding_model`` (``(wavs, rel_lens) -> (B, D)``) and
     ``classifier`` (``(B, 1, D) -> (B, 1, n_speakers)`` cosines, e.g. SpeechBrain's
     ``ECAPA_TDNN.Classifier``). Expected ``hparams`` (all of them; ``null`` where a value is
-    optional): those of :class:`~lasersb.brains.step_schedule.StepScheduledBrain`,
+    optional): those of :class:`~lasersb.brains.scheduled.StepScheduledBrain`,
     ``aam_loss``, ``margin``, ``margin_warmup_steps`` (null: ``margin_warmup_epochs`` x steps
     per epoch), ``margin_warmup_epochs``, ``augment`` (or null), ``train_logger``,
     ``tensorboard_logger`` (or null), ``num_checkpoints_to_keep`` and ``output_folder``.
