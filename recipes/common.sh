@@ -126,9 +126,14 @@ parse_options() {
     done
 }
 
-# log MESSAGE...: a time-stamped line naming the run.sh line that logged it.
+# log MESSAGE...: a time-stamped line naming the run.sh line that logged it (for a helper of
+# this file: the run.sh line that called the helper).
 log() {
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') ($log_name:${BASH_LINENO[0]}) $*"
+    local _o_i=0
+    while [ "${BASH_SOURCE[$((_o_i + 1))]:-}" = "${BASH_SOURCE[0]}" ]; do
+        _o_i=$((_o_i + 1))
+    done
+    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') ($log_name:${BASH_LINENO[$_o_i]}) $*"
 }
 
 # mini_corpus ROOT: generate the embedded mini corpus in ROOT unless it is there already.

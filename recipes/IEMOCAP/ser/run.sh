@@ -7,7 +7,9 @@
 #      corpus and, unless --checkpoint is given, a tiny DINO model (recipes/VoxCeleb/dino)
 #   1  fine-tune and test every fold (--fold all|1..5) for each schedule in --schedules;
 #      finished folds (fold<k>/results.json) are skipped, interrupted ones resume
-#   2  aggregate: UA/WA per fold and mean ± std into <exp>/<schedule>/results.{json,md}
+#   2  aggregate: UA/WA per fold and mean ± std into <exp>/<schedule>/results.{json,md} (done
+#      by stage 1's train.py when stage 1 ran in the same call; alone, e.g. after folds run as
+#      separate jobs, it aggregates what is there)
 #
 # Usage (from anywhere):
 #   bash recipes/IEMOCAP/ser/run.sh --mini
@@ -74,8 +76,12 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-    log "Stage 2: aggregate the folds"
     for schedule in $schedules; do
+        if [ "$stage" -le 1 ]; then  # stage 1's train.py aggregated and printed the table
+            log "Stage 2: $schedule aggregated by stage 1 (table above): $exp/$schedule/results.md"
+            continue
+        fi
+        log "Stage 2: aggregate the $schedule folds"  # e.g. after folds run as separate jobs
         python $recipe/train.py "$hparams" "${args[@]}" --schedule="$schedule" \
             --output_folder="$exp/$schedule" --aggregate_only=True "${extra_args[@]}" \
             > /dev/null
