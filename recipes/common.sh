@@ -23,12 +23,14 @@ _script_dir=$(cd "$(dirname "$0")" && pwd -P)
 log_name=${_script_dir#"$repo_root"/recipes/}/$(basename "$0")   # e.g. LibriSpeech/ssft/run.sh
 _option_names=()
 _option_help=()
+_option_defaults=()
 
 # option NAME DEFAULT [HELP]: declare --NAME (sets the shell variable NAME, default DEFAULT).
 option() {
     printf -v "$1" '%s' "$2"
     _option_names+=("$1")
     _option_help+=("${3:-}")
+    _option_defaults+=("$2")
 }
 
 # flag NAME [HELP]: declare the switch --NAME (NAME=false unless given).
@@ -44,7 +46,7 @@ _print_help() {
     local _o_i _o_name _o_value
     for _o_i in "${!_option_names[@]}"; do
         _o_name=${_option_names[$_o_i]%:flag}
-        _o_value=${!_o_name}
+        _o_value=${_option_defaults[$_o_i]}
         if [ "$_o_name" != "${_option_names[$_o_i]}" ]; then
             printf '  --%-24s %s\n' "$_o_name" "${_option_help[$_o_i]}"
         elif [ -n "$_o_value" ]; then

@@ -121,7 +121,7 @@ def test_parser_rejects_bad_options_with_the_fix(toy, args, message):
 
 
 def test_help_prints_the_header_and_every_option_with_its_default(toy):
-    out = _toy(toy, "--help")
+    out = _toy(toy, "--stop_stage", "7", "--help")  # the defaults, not the values given
     assert out.returncode == 0
     assert out.stdout.startswith("Toy recipe: the header --help prints.\n  bash run.sh --mini\n")
     assert re.search(r"--stop_stage VALUE +last stage \[2\]", out.stdout)
