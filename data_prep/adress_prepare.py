@@ -33,12 +33,12 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import json
 import logging
 from pathlib import Path
 
+from lasersb.data.manifests import write_manifest
 from lasersb.data.parallel import BadFile, map_files
 
 __all__ = ["CLASSES", "ADReSSPrepError", "find_adress_root", "main", "prepare_adress", "read_meta"]
@@ -179,16 +179,6 @@ def _row(uid, subject, label, wav, duration, meta):
     }
 
 
-def _write_csv(path: Path, rows) -> Path:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-    return path
-
-
 def _test_labels(meta: dict, labels_file: Path) -> dict[str, str]:
     labels = {}
     for subject, info in meta.items():
@@ -319,8 +309,8 @@ def prepare_adress(
         counts["test"][test_labels[subject]] += 1
     if not test_rows:
         raise ADReSSPrepError(f"No .wav file in {test_folder}.")
-    _write_csv(outputs["train"], train_rows)
-    _write_csv(outputs["test"], test_rows)
+    write_manifest(outputs["train"], CSV_COLUMNS, train_rows)
+    write_manifest(outputs["test"], CSV_COLUMNS, test_rows)
     options_path.write_text(
         json.dumps({"options": options, "counts": counts}, indent=2), encoding="utf-8"
     )

@@ -35,13 +35,13 @@ import argparse
 import csv
 import json
 import logging
-import os
 import random
 import re
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
+from lasersb.data.manifests import write_manifest
 from lasersb.data.parallel import BadFile, map_files
 
 logger = logging.getLogger(__name__)
@@ -256,12 +256,7 @@ def prepare_commonvoice(
             raise CommonVoicePrepError(f"No usable clip in {data_folder / (split + '.tsv')}.")
         entries.sort(key=lambda entry: entry[0])
         csv_path = outputs[f"cv-{language}-{split}"]
-        tmp = csv_path.with_name(csv_path.name + ".tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(CSV_COLUMNS)
-            writer.writerows(entries)
-        os.replace(tmp, csv_path)
+        write_manifest(csv_path, CSV_COLUMNS, entries)
         logger.info(
             "Wrote %s (%d clips, %.2f h, %d skipped)", csv_path, len(entries), total / 3600, skipped
         )

@@ -35,7 +35,6 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import re
@@ -43,6 +42,7 @@ from collections import Counter
 from pathlib import Path
 
 from lasersb.data.audio import AudioError, check_decodable
+from lasersb.data.manifests import write_manifest
 from lasersb.data.parallel import BadFile, map_files
 
 __all__ = [
@@ -143,16 +143,6 @@ def _fingerprint(root: Path, sessions) -> dict:
             sum(p.stat().st_size for p in evals),
         ]
     return info
-
-
-def _write_csv(path: Path, rows) -> Path:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-    return path
 
 
 def _outputs(save_folder: Path, sessions) -> dict:
@@ -332,11 +322,13 @@ def prepare_iemocap(
         for s in sessions
     }
     for session, rows in per_session.items():
-        _write_csv(outputs["sessions"][session], rows)
+        write_manifest(outputs["sessions"][session], CSV_COLUMNS, rows)
     for test_session in sessions:
         train_rows = [r for s in sessions if s != test_session for r in per_session[s]]
-        _write_csv(outputs["folds"][test_session]["train"], train_rows)
-        _write_csv(outputs["folds"][test_session]["test"], per_session[test_session])
+        write_manifest(outputs["folds"][test_session]["train"], CSV_COLUMNS, train_rows)
+        write_manifest(
+            outputs["folds"][test_session]["test"], CSV_COLUMNS, per_session[test_session]
+        )
     counts = Counter(r["label"] for rows in per_session.values() for r in rows)
     record = {
         "options": options,

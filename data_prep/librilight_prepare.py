@@ -24,13 +24,13 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
+
+from lasersb.data.manifests import write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -188,12 +188,7 @@ def prepare_librilight(
         raise LibriLightPrepError(f"Duplicate utterance ids under {root}; the folder is corrupt.")
     rows.sort(key=lambda row: row[0])
     save_folder.mkdir(parents=True, exist_ok=True)
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows(rows)
-    os.replace(tmp, csv_path)
+    write_manifest(csv_path, CSV_COLUMNS, rows)
     options_path.write_text(json.dumps(options, indent=2) + "\n")
     hours = sum(float(row[1]) for row in rows) / 3600
     logger.info("Wrote %s (%d utterances, %.2f h)", csv_path, len(rows), hours)

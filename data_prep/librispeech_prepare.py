@@ -35,13 +35,14 @@ The per-file work (header read, tail decode) runs in ``num_workers`` processes
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import json
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+
+from lasersb.data.manifests import write_manifest
 
 __all__ = [
     "DEFAULT_SPLITS",
@@ -332,12 +333,7 @@ def _prepare_split(
             f"No usable utterance in {split_dir} (skipped: {skipped}); check the corpus."
         )
     rows.sort(key=lambda row: row[0])
-    tmp_path = csv_path.with_name(csv_path.name + ".tmp")
-    with open(tmp_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    os.replace(tmp_path, csv_path)
+    write_manifest(csv_path, columns, rows)
     if skipped:
         logger.warning("%s: kept %d utterances, skipped %s", split_dir.name, len(rows), skipped)
     logger.info("Wrote %s (%d utterances)", csv_path, len(rows))

@@ -49,6 +49,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from lasersb.data.manifests import write_manifest
 from lasersb.data.parallel import map_files
 
 __all__ = [
@@ -373,12 +374,7 @@ def prepare_noisy_librispeech(
             columns = [c for c in COLUMNS if write_mixtures or c != "wav"]
             target_csv = out[condition][split]
             target_csv.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target_csv.with_suffix(".csv.tmp")
-            with open(tmp, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(rows)
-            tmp.replace(target_csv)
+            write_manifest(target_csv, columns, rows, extrasaction="ignore")
             stats[f"{condition}/{split}"] = {
                 "utterances": len(rows),
                 "noise_types": sorted({r["noise_type"] for r in rows}),

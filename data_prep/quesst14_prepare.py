@@ -29,12 +29,12 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import re
 from pathlib import Path
 
+from lasersb.data.manifests import write_manifest
 from lasersb.data.parallel import BadFile, map_files
 
 __all__ = ["QUESST14PrepError", "find_quesst14_root", "main", "prepare_quesst14", "read_key"]
@@ -161,16 +161,6 @@ def _row(job) -> dict | BadFile:
     }
 
 
-def _write_csv(path: Path, rows) -> Path:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-    return path
-
-
 def _fingerprint(root: Path) -> list:
     files = [p for sub in ("Audio", "dev_queries", "eval_queries", "scoring")
              for p in sorted((root / sub).rglob("*")) if p.is_file()]  # fmt: skip
@@ -250,7 +240,7 @@ def prepare_quesst14(
         bad = [row for row in rows if isinstance(row, BadFile)]
         if bad:
             raise QUESST14PrepError(bad[0].message)
-        _write_csv(path, rows)
+        write_manifest(path, CSV_COLUMNS, rows)
         counts[name] = len(rows)
     record = {
         "options": options,

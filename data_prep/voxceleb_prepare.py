@@ -31,7 +31,6 @@ an ``options.json`` with the same options already exists (idempotent).
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import json
 import logging
@@ -44,6 +43,7 @@ import numpy as np
 import soundfile
 
 from lasersb.data.audio import check_decodable
+from lasersb.data.manifests import write_manifest
 from lasersb.data.parallel import BadFile, map_files
 from lasersb.data.vad import EnergyVAD, format_segments
 
@@ -318,16 +318,6 @@ def _rows(files, skip_bad_files: bool, min_duration: float, num_workers: int = 1
     return rows
 
 
-def _write_csv(path: Path, rows, header=HEADER) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-    return path
-
-
 def prepare_voxceleb(
     data_folder,
     save_folder,
@@ -505,9 +495,9 @@ def prepare_voxceleb(
         for index, row in enumerate(utts):
             (dev_rows if index in chosen else train_rows).append(row)
     header = HEADER if vad is None else HEADER + VAD_COLUMNS
-    _write_csv(outputs["train"], train_rows, header)
-    _write_csv(outputs["dev"], dev_rows, header)
-    _write_csv(outputs["test"], test_rows)
+    write_manifest(outputs["train"], header, train_rows)
+    write_manifest(outputs["dev"], header, dev_rows)
+    write_manifest(outputs["test"], HEADER, test_rows)
     for name, path in trial_paths.items():
         shutil.copyfile(path, outputs["trials"][name])
     options_path.write_text(json.dumps(options, indent=2), encoding="utf-8")

@@ -39,7 +39,8 @@ from typing import NamedTuple
 
 import torch
 
-BACKENDS = ("auto", "triton", "numba", "reference")
+from lasersb.alignment.soft_dtw import BACKENDS
+from lasersb.alignment.soft_dtw import resolve_backend as _soft_dtw_backend
 
 
 class SubsequenceDTWResult(NamedTuple):
@@ -85,16 +86,7 @@ def resolve_backend(backend, device):
             f"lasersb.alignment.subsequence_dtw: unknown backend {backend!r}; use one of "
             f"{BACKENDS}."
         )
-    if backend != "auto":
-        return backend
-    module = {"cuda": "triton", "cpu": "numba"}.get(device.type)
-    if module is None:
-        return "reference"
-    try:
-        __import__(module)
-    except ImportError:
-        return "reference"
-    return module
+    return _soft_dtw_backend(backend, device)  # the same choice as soft-DTW's
 
 
 def _reference_last_row(D, query_lens, doc_lens, open_begin):

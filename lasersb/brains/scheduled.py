@@ -48,19 +48,19 @@ class WarmupScheduledBrain(DistributedBrain):
     (0.05, 0.025)
     """
 
-    #: The error when :meth:`optimizer_params` finds nothing to train (subclasses say the fix).
+    #: The error when :meth:`optimizer_params` is empty (subclasses say the fix).
     no_trainable_message = "No trainable parameters."
 
-    def optimizer_params(self):
+    def optimizer_params(self) -> list:
         """The parameters (or parameter groups) of the optimiser: everything trainable."""
-        params = [p for p in self.modules.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError(self.no_trainable_message)
-        return params
+        return [p for p in self.modules.parameters() if p.requires_grad]
 
     def init_optimizers(self):
         """``opt_class`` over :meth:`optimizer_params`, the schedule attached; both checkpointed."""
-        self.optimizer = self.opt_class(self.optimizer_params())
+        params = self.optimizer_params()
+        if not params:
+            raise ValueError(self.no_trainable_message)
+        self.optimizer = self.opt_class(params)
         self.optimizers_dict = {"optimizer": self.optimizer}
         schedule = self.hparams.lr_schedule
         if schedule is not None:

@@ -247,12 +247,9 @@ class SEFinetuneBrain(WarmupScheduledBrain):
     # ------------------------------------------------------------------ optimisation
     no_trainable_message = "The enhancer has no trainable parameters."
 
-    def optimizer_params(self):
+    def optimizer_params(self) -> list:
         """The enhancer's parameters (the upstream is frozen)."""
-        params = [p for p in self.modules.enhancer.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError(self.no_trainable_message)
-        return params
+        return [p for p in self.modules.enhancer.parameters() if p.requires_grad]
 
     def on_fit_start(self):
         """Recover the latest checkpoint and re-apply the schedule's learning rate."""

@@ -3,7 +3,56 @@
 from __future__ import annotations
 
 import csv
+import os
+from collections.abc import Mapping
 from pathlib import Path
+
+
+def write_manifest(path, columns, rows, extrasaction: str = "raise") -> Path:
+    """Write a CSV manifest atomically: a killed run never leaves a partial file behind.
+
+    Arguments
+    ---------
+    path : str or Path
+        The manifest; written as ``<path>.tmp`` first, then renamed over ``path``.
+    columns : Sequence[str]
+        The header.
+    rows : Iterable[Mapping or Sequence]
+        One row per utterance: dicts keyed by column (written with :class:`csv.DictWriter`;
+        ``extrasaction`` as there) or sequences in column order.
+    extrasaction : str
+        ``"raise"`` or ``"ignore"``: what a dict row's keys outside ``columns`` do.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = write_manifest(d / "a.csv", ["ID", "duration"], [{"ID": "u1", "duration": 1.5}])
+    >>> _ = write_manifest(d / "b.csv", ["ID", "duration"], [("u2", "2.0")])
+    >>> (d / "a.csv").read_text().split(), (d / "b.csv").read_text().split()
+    (['ID,duration', 'u1,1.5'], ['ID,duration', 'u2,2.0'])
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    rows = iter(rows)
+    first = next(rows, None)
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        if isinstance(first, Mapping):
+            writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction=extrasaction)
+            writer.writeheader()
+        else:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+        if first is not None:
+            writer.writerow(first)
+            writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
 
 
 def merge_manifests(csv_paths, out_path) -> Path:
@@ -56,10 +105,4 @@ def merge_manifests(csv_paths, out_path) -> Path:
                     raise ValueError(f"Duplicate utterance ID {row[0]!r} in {path}.")
                 seen.add(row[0])
                 rows.append(row)
-    tmp = out_path.with_suffix(".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    tmp.replace(out_path)
-    return out_path
+    return write_manifest(out_path, header, rows)
