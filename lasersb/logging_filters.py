@@ -1,4 +1,4 @@
-"""Log filters that keep one known, harmless SpeechBrain notice out of every lasersb run.
+"""Log filters that keep two known, harmless notices (SpeechBrain's, transformers') out of every run.
 
 SpeechBrain 1.x logs ``torchvision is not available - cannot save figures`` (WARNING, logger
 ``speechbrain.utils.train_logger``) when that module is first imported, which every recipe
@@ -7,8 +7,17 @@ YAML does (``!new:speechbrain.utils.train_logger.FileTrainLogger``): the class a
 import torchvision. Only ``ProgressSampleLogger`` (samples of generative models) saves images
 that way; lasersb never uses it, and its figures are drawn with matplotlib directly
 (``lasersb.metrics.verification``, ``lasersb.brains.laser``, the recipes' plot scripts), so
-nothing is lost. :func:`install_log_filters` (run by ``import lasersb``) drops exactly that
-message from exactly that logger; every other record passes.
+nothing is lost.
+
+transformers 5.x logs ``The following layers were not sharded: <every parameter>`` (WARNING,
+logger ``transformers.distributed.tensor_parallel``) on every ``from_pretrained`` of a model
+class that carries a tensor-parallel plan (HuBERT, WavLM, wav2vec 2.0 do), whether or not
+tensor parallelism is used: ``verify_tp_plan`` checks the plan against the checkpoint's keys.
+lasersb never shards a model, so the list (hundreds of names, on every upstream load) says
+nothing; the other warning of that check (``The following TP rules were not applied``) passes.
+
+:func:`install_log_filters` (run by ``import lasersb``) drops exactly those messages from
+exactly those loggers; every other record passes.
 """
 
 from __future__ import annotations
@@ -19,6 +28,12 @@ import logging
 TRAIN_LOGGER_NAME = "speechbrain.utils.train_logger"
 #: The notice, verbatim.
 TORCHVISION_NOTICE = "torchvision is not available - cannot save figures"
+
+
+#: The logger transformers' ``distributed/tensor_parallel.py`` logs its check on.
+TENSOR_PARALLEL_LOGGER_NAME = "transformers.distributed.tensor_parallel"
+#: The start of its notice (the parameter names follow).
+UNSHARDED_NOTICE = "The following layers were not sharded: "
 
 
 class TorchvisionNoticeFilter(logging.Filter):
@@ -38,8 +53,27 @@ class TorchvisionNoticeFilter(logging.Filter):
         return record.getMessage() != TORCHVISION_NOTICE
 
 
+class UnshardedLayersNoticeFilter(logging.Filter):
+    """Reject transformers' "layers were not sharded" notice, pass everything else.
+
+    Example
+    -------
+    >>> def record(msg):
+    ...     name = TENSOR_PARALLEL_LOGGER_NAME
+    ...     return logging.LogRecord(name, logging.WARNING, "", 1, msg, None, None)
+    >>> UnshardedLayersNoticeFilter().filter(record(UNSHARDED_NOTICE + "encoder.layer_norm.bias"))
+    False
+    >>> UnshardedLayersNoticeFilter().filter(record("The following TP rules were not applied"))
+    True
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(UNSHARDED_NOTICE)
+
+
 def install_log_filters() -> None:
-    """Add :class:`TorchvisionNoticeFilter` to SpeechBrain's train logger (once).
+    """Add :class:`TorchvisionNoticeFilter` to SpeechBrain's train logger and
+    :class:`UnshardedLayersNoticeFilter` to transformers' tensor-parallel logger (once each).
 
     Must run before ``speechbrain.utils.train_logger`` is first imported, since the notice is
     logged at import time; ``import lasersb`` does it.
@@ -52,6 +86,10 @@ def install_log_filters() -> None:
     >>> sum(isinstance(f, TorchvisionNoticeFilter) for f in logger.filters)
     1
     """
-    logger = logging.getLogger(TRAIN_LOGGER_NAME)
-    if not any(isinstance(f, TorchvisionNoticeFilter) for f in logger.filters):
-        logger.addFilter(TorchvisionNoticeFilter())
+    for name, filter_class in (
+        (TRAIN_LOGGER_NAME, TorchvisionNoticeFilter),
+        (TENSOR_PARALLEL_LOGGER_NAME, UnshardedLayersNoticeFilter),
+    ):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, filter_class) for f in logger.filters):
+            logger.addFilter(filter_class())

@@ -1,9 +1,11 @@
-"""A recipe run does not print SpeechBrain's torchvision notice; other warnings still show.
+"""A recipe run prints neither SpeechBrain's torchvision notice nor transformers' "layers were not
+sharded" notice; other warnings still show.
 
 The run is a subprocess doing what every recipe's ``train.py`` does first
 (``lasersb.experiment.setup_experiment`` on a YAML holding a ``FileTrainLogger``, which imports
 ``speechbrain.utils.train_logger``), with torchvision made unimportable so that SpeechBrain
-logs the notice whether or not torchvision is installed here.
+logs the notice whether or not torchvision is installed here, then loading an upstream folder
+the way every recipe does (``lasersb.models.upstream.load_upstream``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lasersb.logging_filters import TORCHVISION_NOTICE
+from lasersb.logging_filters import TORCHVISION_NOTICE, UNSHARDED_NOTICE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,14 +25,18 @@ sys.modules["torchvision"] = None  # import torchvision raises ImportError, as w
 import lasersb.experiment
 if sys.argv[1] == "unfiltered":
     logging.getLogger("speechbrain.utils.train_logger").filters.clear()
+    logging.getLogger("transformers.distributed.tensor_parallel").filters.clear()
 hparams, _ = lasersb.experiment.setup_experiment([sys.argv[2]])
 import speechbrain.utils.train_logger as train_logger
 train_logger.logger.warning("another train_logger warning")
 logging.getLogger("speechbrain.core").warning("a speechbrain.core warning")
+from lasersb.models.upstream import load_upstream
+load_upstream(sys.argv[3])
+logging.getLogger("transformers.distributed.tensor_parallel").warning("another tp warning")
 """
 
 
-def _run(tmp_path: Path, mode: str) -> str:
+def _run(tmp_path: Path, mode: str, upstream: Path) -> str:
     out = tmp_path / mode
     hparams = tmp_path / f"{mode}.yaml"
     hparams.write_text(
@@ -41,7 +47,7 @@ def _run(tmp_path: Path, mode: str) -> str:
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, mode, str(hparams)],
+        [sys.executable, "-c", SCRIPT, mode, str(hparams), str(upstream)],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -53,10 +59,14 @@ def _run(tmp_path: Path, mode: str) -> str:
     return proc.stdout + proc.stderr + log
 
 
-def test_recipe_start_hides_only_the_torchvision_notice(tmp_path):
-    unfiltered = _run(tmp_path, "unfiltered")
-    assert TORCHVISION_NOTICE in unfiltered  # without the filter the run prints it
-    filtered = _run(tmp_path, "filtered")
+def test_recipe_start_hides_only_the_two_notices(tmp_path, tiny_upstreams):
+    unfiltered = _run(tmp_path, "unfiltered", tiny_upstreams["hubert"])
+    # Without the filters the run prints both notices.
+    assert TORCHVISION_NOTICE in unfiltered
+    assert UNSHARDED_NOTICE in unfiltered
+    filtered = _run(tmp_path, "filtered", tiny_upstreams["hubert"])
     assert TORCHVISION_NOTICE not in filtered
-    for other in ("another train_logger warning", "a speechbrain.core warning"):
+    assert UNSHARDED_NOTICE.strip() not in filtered
+    others = ("another train_logger warning", "a speechbrain.core warning", "another tp warning")
+    for other in others:
         assert other in filtered and other in unfiltered

@@ -71,8 +71,12 @@ __all__ = [
     "EMOTIONS",
     "GENERATOR_VERSION",
     "MiniCorpusOptions",
+    "PRETRAIN_OPTIONS",
+    "PRETRAIN_SEED",
     "generate_mini_corpus",
     "get_mini_corpus",
+    "get_pretrain_corpus",
+    "planned_librispeech_texts",
     "main",
 ]
 
@@ -259,6 +263,7 @@ class _Plan:
         self.jobs: list[SynthesisJob] = []
         self.sinks: list = []
         self.finalisers: list = []
+        self.texts: list[tuple[str, list[str]]] = []  # (group, candidate texts) per utterance
 
     def add(self, job: SynthesisJob, sink) -> None:
         self.jobs.append(job)
@@ -307,6 +312,7 @@ def _plan_librispeech(root: Path, opts: MiniCorpusOptions, bank, rng, plan, stat
                 transcripts[trans] = [""] * n_utt
                 for u in range(n_utt):
                     job, texts = _sentence_job(voice, rng, 1.2, 5.6)
+                    plan.texts.append(("librispeech/" + split, texts))
                     utt_id = f"{spk}-{chapter}-{u:04d}"
                     post_seed = int(rng.integers(2**31))
 
@@ -931,6 +937,73 @@ def get_mini_corpus(root=None, seed: int = 0, workers: int | None = None, **opti
     return root
 
 
+#: Seed of MiniSpeech, the pretraining corpus of ``recipes/MiniSpeech/hubert_pretrain``.
+PRETRAIN_SEED = 22
+#: Its options: LibriSpeech's layout only, 60 training speakers x 5 chapters x 5 utterances
+#: (1,500 utterances, 64 minutes), a small dev-clean for the pretraining's dev loss. Another seed
+#: than the mini corpus's, so other voices (pitch, range, rate) and other random sentences: no
+#: training sentence of MiniSpeech is a dev/test sentence of the mini corpus (tested).
+PRETRAIN_OPTIONS = {
+    "corpora": ("librispeech",),
+    "ls_train_speakers": 60,
+    "ls_train_chapters": 5,
+    "ls_train_utts": 5,
+    "ls_dev_speakers": 2,
+    "ls_test_speakers": 1,
+    "ls_eval_chapters": 1,
+    "ls_eval_utts": 5,
+}
+
+
+def planned_librispeech_texts(seed: int = 0, **options) -> dict[str, set[str]]:
+    """Every sentence the LibriSpeech part of a corpus may contain, per split, without synthesis.
+
+    Each utterance is planned with a few candidate sentences and keeps the first whose speech
+    fits its duration range; this returns all candidates (upper case, as the transcripts), so
+    an empty intersection with another corpus's transcripts proves the two share no sentence.
+
+    Example
+    -------
+    >>> texts = planned_librispeech_texts(0, ls_train_speakers=1, ls_train_chapters=1,
+    ...                                   ls_train_utts=1)
+    >>> sorted(texts), len(texts["train-clean-100"]) <= 5
+    (['dev-clean', 'test-clean', 'train-clean-100'], True)
+    """
+    opts = _options({**options, "corpora": ("librispeech",)})
+    plan = _Plan()
+    corpus_rng = np.random.default_rng([seed, CORPORA.index("librispeech")])
+    _plan_librispeech(
+        Path("unused"), opts, _VoiceBank(np.random.default_rng(seed)), corpus_rng, plan, _Stats()
+    )
+    texts: dict[str, set[str]] = {}
+    for group, candidates in plan.texts:
+        texts.setdefault(group.split("/", 1)[1], set()).update(t.upper() for t in candidates)
+    return texts
+
+
+def get_pretrain_corpus(root=None, workers: int | None = None, **options) -> Path:
+    """MiniSpeech, the HuBERT pretraining corpus (cached like :func:`get_mini_corpus`).
+
+    Arguments
+    ---------
+    root : str or Path, optional
+        Where it lives (default: the cache folder).
+    workers : int, optional
+        Synthesis worker processes (does not change the output).
+    **options
+        Fields of :class:`MiniCorpusOptions` replacing :data:`PRETRAIN_OPTIONS`' (tests use a
+        smaller MiniSpeech).
+
+    Returns
+    -------
+    Path
+        The corpus root; the speech is under ``<root>/LibriSpeech``.
+    """
+    return get_mini_corpus(
+        root, seed=PRETRAIN_SEED, workers=workers, **{**PRETRAIN_OPTIONS, **options}
+    )
+
+
 def summary(root: Path) -> str:
     """One-line-per-corpus summary (counts and hours) from ``mini_corpus.json``.
 
@@ -970,6 +1043,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "options differ from those of an existing corpus in --out.",
     )
     parser.add_argument("--out", default=None, help="output folder (default: the cache folder)")
+    parser.add_argument(
+        "--preset",
+        choices=("mini", "pretrain"),
+        default="mini",
+        help="mini: the embedded mini corpus (the options below); pretrain: MiniSpeech, the "
+        "HuBERT pretraining corpus (64 min of LibriSpeech-layout speech, its own seed; the "
+        "options below are ignored)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="synthesis processes")
     parser.add_argument(
@@ -997,9 +1078,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     start = time.perf_counter()
     try:
-        root = get_mini_corpus(
-            args.out, seed=args.seed, workers=args.workers, corpora=corpora, **options
-        )
+        if args.preset == "pretrain":
+            root = get_pretrain_corpus(args.out, workers=args.workers)
+        else:
+            root = get_mini_corpus(
+                args.out, seed=args.seed, workers=args.workers, corpora=corpora, **options
+            )
     except (ValueError, FileExistsError) as error:
         parser.error(str(error))
     print(f"mini corpus at {root} ({time.perf_counter() - start:.1f} s)")

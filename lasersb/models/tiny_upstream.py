@@ -157,7 +157,7 @@ def build_tiny_upstream(
     >>> sorted(p.name for p in folder.iterdir())
     ['config.json', 'model.safetensors', 'preprocessor_config.json']
     """
-    from transformers import AutoModel, Wav2Vec2FeatureExtractor
+    from transformers import AutoModel
 
     extractor_settings = dict(FEATURE_EXTRACTOR_SETTINGS.get(kind, {}))
     for key in ("do_normalize", "return_attention_mask"):
@@ -171,13 +171,40 @@ def build_tiny_upstream(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
+    write_feature_extractor(out_dir, kind, **extractor_settings)
+    return out_dir
+
+
+def write_feature_extractor(out_dir, kind: str, **settings) -> Path:
+    """Write the ``preprocessor_config.json`` of a checkpoint of the given family.
+
+    Arguments
+    ---------
+    out_dir : str or os.PathLike
+        The model folder.
+    kind : str
+        ``"hubert"``, ``"wavlm"`` or ``"wav2vec2"``: the settings of
+        :data:`FEATURE_EXTRACTOR_SETTINGS`.
+    **settings
+        ``do_normalize`` / ``return_attention_mask`` overriding the family's.
+
+    Example
+    -------
+    >>> import json, tempfile
+    >>> out = write_feature_extractor(tempfile.mkdtemp(), "hubert")
+    >>> json.loads((out / "preprocessor_config.json").read_text())["do_normalize"]
+    False
+    """
+    from transformers import Wav2Vec2FeatureExtractor
+
     extractor = Wav2Vec2FeatureExtractor(
         feature_size=1,
         sampling_rate=16000,
         padding_value=0.0,
         padding_side="right",
-        **extractor_settings,
+        **{**FEATURE_EXTRACTOR_SETTINGS[kind], **settings},
     )
+    out_dir = Path(out_dir)
     extractor.save_pretrained(out_dir)
     return out_dir
 
