@@ -1,4 +1,4 @@
-"""Log filters that keep two known, harmless notices (SpeechBrain's, transformers') out of every run.
+"""Log filters that keep two known, harmless notices (SpeechBrain's, transformers') out of runs.
 
 SpeechBrain 1.x logs ``torchvision is not available - cannot save figures`` (WARNING, logger
 ``speechbrain.utils.train_logger``) when that module is first imported, which every recipe

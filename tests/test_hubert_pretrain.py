@@ -1,4 +1,4 @@
-"""HuBERT pretraining (recipes/MiniSpeech/hubert_pretrain): targets, masking, the recipe, its export.
+"""HuBERT pretraining (recipes/MiniSpeech/hubert_pretrain): targets, masking, recipe, export.
 
 One short run of the recipe on the mini corpus (``hubert_iter1_mini.yaml``: 3 epochs of 15
 steps, tiny sizes) is shared by the checks: the dev loss (fixed dev masks) falls at every epoch

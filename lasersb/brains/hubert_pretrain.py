@@ -1,8 +1,9 @@
 """HuBERT pretraining, first iteration (Hsu et al., 2021; fairseq's ``hubert_base_librispeech``).
 
-:class:`HubertPretrainBrain` trains a :class:`~lasersb.models.hubert_pretrain.HubertPretrainingModel`
-to predict k-means cluster ids of MFCC frames (:mod:`lasersb.data.hubert_targets`) at masked
-frames. As fairseq's ``hubert_pretraining`` task and ``hubert`` criterion:
+:class:`HubertPretrainBrain` trains a
+:class:`~lasersb.models.hubert_pretrain.HubertPretrainingModel` to predict k-means
+cluster ids of MFCC frames (:mod:`lasersb.data.hubert_targets`) at masked frames. As
+fairseq's ``hubert_pretraining`` task and ``hubert`` criterion:
 
 - each training batch is cropped to its shortest utterance (at most ``max_sample_size``
   samples), at a random offset per utterance (``random_crop``); offsets are multiples of the
