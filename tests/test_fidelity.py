@@ -343,3 +343,90 @@ def test_trainable_modules_and_overrides_are_checked(tiny_upstreams):
         SSLUpstream(source, trainable_layers=1, trainable_modules=["feature_projection.norm"])
     with pytest.raises(ValueError, match="hidden_dropuot"):
         SSLUpstream(source, config_overrides={"hidden_dropuot": 0.1})
+
+
+def _accumulated_gradient(upstream, tmp_path, batches, accumulation, exact_padding):
+    """Gradient of one optimiser step of LASER's Brain (``fit_batch``, SpeechBrain's gradient
+    accumulation) over ``batches``; dropout off and one fixed perturbation, so that only the
+    batching differs between calls."""
+
+    import speechbrain as sb
+
+    from lasersb.brains.laser import LaserBrain
+    from lasersb.config import load_hparams
+
+    overrides = {
+        "data_folder": str(tmp_path),
+        "upstream_source": str(upstream),
+        "output_folder": str(tmp_path / f"out_{accumulation}_{exact_padding}"),
+        "grad_accumulation_factor": accumulation,
+        "exact_padding": exact_padding,
+        "speed_factors": [1.1],
+        "pitch_semitones": [2],
+        "tensorboard_logger": None,
+        **{key: 0.0 for key in ("hidden_dropout", "attention_dropout", "activation_dropout")},
+        "feat_proj_dropout": 0.0,
+    }
+    hparams = load_hparams(REPO / "recipes/LibriSpeech/ssft/hparams/laser_mini.yaml", overrides)
+    brain = LaserBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts={"device": "cpu", "precision": "fp32", "noprogressbar": True},
+    )
+    brain.init_optimizers()
+    recorded = {}
+
+    def record(*args, **kwargs):  # the step itself is not needed: keep the gradient
+        for name, param in brain.modules.named_parameters():
+            if param.grad is not None:
+                recorded[name] = param.grad.detach().clone()
+
+    brain.optimizer.step = record
+    brain.on_stage_start(sb.Stage.TRAIN)
+    brain.modules.train()
+    for index, batch in enumerate(batches, start=1):
+        brain.step = index
+        brain.fit_batch(batch)
+    assert recorded, "no optimiser step was taken"
+    return recorded
+
+
+def test_batch_of_8_equals_accumulated_batches_of_1(tiny_upstreams, tmp_path):
+    """README claim: with utterances of one length (nothing padded), the default batch of 8 gives
+    the gradient of ``--batch_size=1 --grad_accumulation_factor=8`` (SpeechBrain divides each
+    loss by 8, as s3prl's runner does). With unequal lengths it does not, even with
+    ``exact_padding`` (the batched pitch shift changes the end of the shorter views): the test
+    also shows that gap, which the README states."""
+    import torch
+    from speechbrain.dataio.batch import PaddedBatch
+
+    generator = torch.Generator().manual_seed(0)
+
+    def gradients(lengths, accumulation):
+        items = [
+            {"id": f"utt{i}", "sig": 0.1 * torch.randn(n, generator=generator)}
+            for i, n in enumerate(lengths)
+        ]
+        batches = (
+            [PaddedBatch([item]) for item in items] if accumulation > 1 else [PaddedBatch(items)]
+        )
+        return _accumulated_gradient(
+            tiny_upstreams["hubert"], tmp_path, batches, accumulation, True
+        )
+
+    state = generator.get_state()
+    batched = gradients([12000] * 8, 1)
+    generator.set_state(state)
+    accumulated = gradients([12000] * 8, 8)
+    assert batched.keys() == accumulated.keys()
+    assert any(name.startswith("upstream.") for name in batched)
+    for name in batched:
+        torch.testing.assert_close(batched[name], accumulated[name], rtol=1e-4, atol=1e-7)
+    unequal = [8000 + 1100 * i for i in range(8)]
+    state = generator.get_state()
+    batched = gradients(unequal, 1)
+    generator.set_state(state)
+    accumulated = gradients(unequal, 8)
+    gap = max(float((batched[n] - accumulated[n]).abs().max()) for n in batched)
+    assert gap > 1e-4
