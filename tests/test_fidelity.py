@@ -430,3 +430,37 @@ def test_batch_of_8_equals_accumulated_batches_of_1(tiny_upstreams, tmp_path):
     accumulated = gradients(unequal, 8)
     gap = max(float((batched[n] - accumulated[n]).abs().max()) for n in batched)
     assert gap > 1e-4
+
+
+def test_laser_views_are_built_in_fp32_under_bf16_autocast():
+    """``precision: bf16`` is a speed option only: the perturbed views are computed with
+    autocast off and fp32 input (as the release's CPU views), whatever autocast the training
+    step runs under (on CUDA, bf16 resampling is ~52 dB SNR against fp32)."""
+    from types import SimpleNamespace
+
+    import speechbrain as sb
+    import torch
+
+    from lasersb.augment import LaserViews
+    from lasersb.brains.laser import LaserBrain
+
+    views = LaserViews(speed_factors=[1.1], semitones=[2])
+    seen = []
+
+    def spy(wavs, lens, generator=None):
+        seen.append((torch.is_autocast_enabled("cpu"), wavs.dtype))
+        return views(wavs, lens, generator=generator)
+
+    brain = object.__new__(LaserBrain)  # only what make_views reads
+    brain.device_type, brain.step = "cpu", 0
+    brain.hparams = SimpleNamespace(views=spy, valid_seed=0)
+    wavs = 0.1 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
+    lens = torch.tensor([1.0, 0.8])
+    reference = brain.make_views(wavs, lens, sb.Stage.VALID)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+        under_autocast = brain.make_views(wavs.bfloat16(), lens, sb.Stage.VALID)
+    assert seen == [(False, torch.float32), (False, torch.float32)]
+    for ours, ref in zip(under_autocast, reference):
+        assert ours.dtype == ref.dtype
+    torch.testing.assert_close(under_autocast[2], reference[2], rtol=0, atol=2e-3)
