@@ -13,7 +13,9 @@ utterance with, per utterance:
 3. clipping to ``[-1, 1]``.
 
 Here everything runs batched on the waveforms' device (the release runs Praat and SciPy per
-utterance in the data loader). Where this differs from the release:
+utterance in the data loader; :mod:`lasersb.augment.praat` does that, the default of
+``hparams/spin.yaml``; bench/speaker_perturbation.py measures both). Where this differs from the
+release:
 
 - **pitch**: every frequency is scaled by ``r_p`` with the phase-vocoder pitch shift of
   :func:`lasersb.augment.pitch.speed_pitch_perturb_items` (``r_p`` rounded to a quarter

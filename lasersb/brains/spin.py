@@ -10,6 +10,12 @@ codewords are re-normalised after every update. The fine-tuned upstream is expor
 Face format exactly like LASER's (:func:`lasersb.models.export.export_upstream_hf`), so SUPERB
 reads it unchanged (the head and codebook are not part of it, as in the release's s3prl expert,
 which serves the encoder's hidden states).
+
+Where the perturbed view is made (``hparams.speaker_perturbation``): ``praat`` (the release's)
+crops and perturbs each utterance with Praat in the data-loader workers
+(:class:`lasersb.augment.praat.SpeakerViewCollate`, the loaders' ``collate_fn``); ``batched``
+crops the padded batch and perturbs it on the device
+(:class:`lasersb.augment.speaker.SpeakerPerturbation`, an approximation, much faster).
 """
 
 from __future__ import annotations
@@ -34,17 +40,43 @@ class SpinBrain(WarmupScheduledBrain):
     Expected ``modules``: ``upstream`` (:class:`lasersb.models.upstream.SSLUpstream`, top layers
     trainable), ``head`` (:class:`lasersb.models.spin.PredictionHead`), ``loss``
     (:class:`lasersb.models.spin.SwappedPredictionLoss`, holding the codebook). Expected
-    ``hparams``: ``perturbation`` (:class:`lasersb.augment.speaker.SpeakerPerturbation`),
-    ``random_crop_samples``, ``lr_schedule``, ``valid_seed``, ``method_name``,
+    ``hparams``: ``speaker_perturbation`` (``praat`` or ``batched``), ``praat_perturbation``
+    (:class:`lasersb.augment.praat.PraatSpeakerPerturbation`), ``perturbation``
+    (:class:`lasersb.augment.speaker.SpeakerPerturbation`), ``random_crop_samples``,
+    ``lr_schedule``, ``valid_seed``, ``method_name``,
     ``upstream_source``, ``output_folder``, ``num_checkpoints_to_keep``, ``train_logger``,
     ``tensorboard_logger``, ``epoch_counter``.
     """
+
+    # ------------------------------------------------------------------ data
+    @property
+    def praat_views(self) -> bool:
+        """Whether the loaders make the perturbed views with Praat (``speaker_perturbation``)."""
+        mode = self.hparams.speaker_perturbation
+        if mode not in ("praat", "batched"):
+            raise ValueError(f"speaker_perturbation must be 'praat' or 'batched', got {mode!r}.")
+        return mode == "praat"
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """With ``speaker_perturbation: praat``, the loader's ``collate_fn`` crops and perturbs
+        each utterance (in the workers); dev views are seeded by ``valid_seed``."""
+        if self.praat_views and "collate_fn" not in loader_kwargs:
+            from lasersb.augment.praat import SpeakerViewCollate
+
+            loader_kwargs["collate_fn"] = SpeakerViewCollate(
+                self.hparams.praat_perturbation,
+                self.hparams.random_crop_samples,
+                seed=None if stage == sb.Stage.TRAIN else int(self.hparams.valid_seed),
+            )
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
 
     # ------------------------------------------------------------------ forward / loss
     def compute_forward(self, batch, stage):
         """Crop, perturb, encode both views in one pass; return the valid frames of each view."""
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
+        if hasattr(batch, "sig_perturbed"):  # cropped and perturbed by the loader (Praat)
+            return self._encode_views(wavs, batch.sig_perturbed.data, wav_lens)
         generator = None
         if stage != sb.Stage.TRAIN:  # reproducible dev views
             generator = torch.Generator(device="cpu")
@@ -52,6 +84,10 @@ class SpinBrain(WarmupScheduledBrain):
         wavs, wav_lens = random_crop(wavs, wav_lens, self.hparams.random_crop_samples, generator)
         with torch.autocast(device_type=self.device_type, enabled=False):
             perturbed = self.hparams.perturbation(wavs.float(), wav_lens, generator=generator)
+        return self._encode_views(wavs, perturbed, wav_lens)
+
+    def _encode_views(self, wavs, perturbed, wav_lens):
+        """Both views through the upstream in one batch; the valid frames of each."""
         stacked = torch.cat([wavs, perturbed.to(wavs.dtype)])
         out = self.modules.upstream(stacked, torch.cat([wav_lens, wav_lens]))
         z = self.modules.head(out.last_hidden_state)

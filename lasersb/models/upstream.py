@@ -62,7 +62,14 @@ embedding, WavLM's relative position bias, which lives in layer 0).
 ``train_encoder_layer_norm=False`` trains the layers only; the final encoder layer norm of
 pre-norm *large* models (``do_stable_layer_norm=True``) is applied after the last layer, so it is
 then still trained together with the top layer. ``freeze_feature_encoder=False`` also trains the
-conv feature encoder.
+conv feature encoder. ``trainable_modules`` adds submodules by their transformers name, e.g.
+``["feature_projection.layer_norm"]`` (fairseq's ``model.layer_norm``, the norm of the CNN
+features before the projection, which the SCORE release also trains).
+
+Dropout rates: ``config_overrides`` (e.g. ``{"activation_dropout": 0.0}``) sets config attributes
+before the model is built, so the dropout modules get those rates; the SSFT recipes use it to give
+the fine-tuned model the dropouts of the fairseq/UniSpeech checkpoints the releases fine-tune
+(their Hugging Face conversions' ``config.json`` may carry other rates).
 
 Train/eval mode: with trainable parameters, ``train()`` puts the *whole* model in train mode by
 default (``dropout_in_frozen=True``), as s3prl's runner does with a trainable upstream (dropout
@@ -566,6 +573,31 @@ def load_upstream(source, strict_weights: bool = True, adapters=None, **kwargs):
     return model.float().eval()
 
 
+def _check_overrides(source, overrides: dict) -> None:
+    """Raise when a config override names an attribute the upstream's config class lacks."""
+    if not overrides:
+        return
+    from transformers import PretrainedConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(_resolve_source(source)[0])
+    except OSError:
+        return  # load_upstream says why the upstream cannot be read
+    export = config_dict.get(ADAPTER_EXPORT_KEY)
+    model_type = export["base_model_type"] if export else config_dict.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        return
+    config = CONFIG_MAPPING[model_type]()
+    unknown = sorted(key for key in overrides if not hasattr(config, key))
+    if unknown:
+        raise ValueError(
+            f"config_overrides {unknown}: upstream {source} ({type(config).__name__}) has no "
+            "such config attribute; use its config.json names (hidden_dropout, "
+            "attention_dropout, activation_dropout, feat_proj_dropout...)."
+        )
+
+
 def _load_feature_extractor(source, model):
     """The checkpoint's ``Wav2Vec2FeatureExtractor``, or the Hugging Face defaults for its type."""
     from transformers import Wav2Vec2FeatureExtractor
@@ -649,6 +681,15 @@ class SSLUpstream(nn.Module):
         With trainable parameters, ``train()`` puts the whole model in train mode (s3prl and
         the LASER release: dropout in the frozen layers too). ``False``: frozen parts stay in
         eval mode.
+    trainable_modules : Sequence[str]
+        Further submodules of the transformers model to train with ``trainable_layers``, by
+        their transformers name (``"feature_projection.layer_norm"``: fairseq's
+        ``model.layer_norm``, which the SCORE release trains). A name the model lacks raises
+        ``ValueError``.
+    config_overrides : dict, optional
+        Config attributes set before the model is built from ``source`` (dropout rates:
+        ``hidden_dropout``, ``attention_dropout``, ``activation_dropout``,
+        ``feat_proj_dropout``...). Not possible with an already built model (``ValueError``).
     trainable_adapters : bool
         Train the lasersb adapters the upstream carries (from an adapter export or
         ``adapters``). ``False`` (default): they stay frozen, also inside trainable layers.
@@ -688,6 +729,8 @@ class SSLUpstream(nn.Module):
         exact_padding: bool = False,
         train_encoder_layer_norm: bool = True,
         dropout_in_frozen: bool = True,
+        trainable_modules: Sequence[str] = (),
+        config_overrides: dict | None = None,
         trainable_adapters: bool = False,
         adapters=None,
         strict_weights: bool = True,
@@ -695,14 +738,23 @@ class SSLUpstream(nn.Module):
         super().__init__()
         from transformers import PreTrainedModel
 
+        config_overrides = dict(config_overrides or {})
         if isinstance(source, PreTrainedModel):
+            if config_overrides:
+                raise ValueError(
+                    f"config_overrides {sorted(config_overrides)} need an upstream to load (a hub "
+                    "id or folder): a built model's dropout modules already have their rates."
+                )
             model, source_name = source, getattr(source, "name_or_path", None)
             for key, value in FROZEN_FEATURE_CONFIG.items():
                 setattr(model.config, key, value)
             if adapters is not None:
                 apply_adapter_checkpoint(model, adapters, source_name)
         else:
-            model = load_upstream(source, strict_weights=strict_weights, adapters=adapters)
+            _check_overrides(source, config_overrides)
+            model = load_upstream(
+                source, strict_weights=strict_weights, adapters=adapters, **config_overrides
+            )
             source_name = source
         self.model = model
         self.trainable_adapters = bool(trainable_adapters)
@@ -730,6 +782,8 @@ class SSLUpstream(nn.Module):
         self.train_encoder_layer_norm = bool(train_encoder_layer_norm)
         self.dropout_in_frozen = bool(dropout_in_frozen)
         self.trainable_layer_indices = self._layer_indices(trainable_layers)
+        self.trainable_modules = tuple(str(name) for name in trainable_modules)
+        self._extra_modules = [self._submodule(name) for name in self.trainable_modules]
         self._set_trainable()
         self.train(self.training)
 
@@ -773,6 +827,17 @@ class SSLUpstream(nn.Module):
             indices.add(index % num)
         return tuple(sorted(indices))
 
+    def _submodule(self, name: str) -> nn.Module:
+        """The transformers submodule ``name`` (a clear error when the model lacks it)."""
+        try:
+            return self.model.get_submodule(name)
+        except AttributeError as err:
+            raise ValueError(
+                f"trainable_modules: upstream {self.source} ({type(self.model).__name__}) has no "
+                f"submodule {name!r}; use a transformers module name such as "
+                "'feature_projection.layer_norm' (see model.named_modules())."
+            ) from err
+
     def _adapters(self) -> list[nn.Module]:
         """The lasersb adapters the upstream carries (empty for a plain upstream)."""
         return list(adapter_lib.get_adapters(self.model).values())
@@ -788,7 +853,7 @@ class SSLUpstream(nn.Module):
             modules.append(self.model.encoder.layer_norm)
         if not self.freeze_feature_encoder:
             modules.append(self.model.feature_extractor)
-        return modules
+        return modules + self._extra_modules
 
     def _set_trainable(self) -> None:
         self.model.requires_grad_(False)
@@ -965,6 +1030,7 @@ class SSLUpstream(nn.Module):
             f"freeze_feature_encoder={self.freeze_feature_encoder}, "
             f"train_encoder_layer_norm={self.train_encoder_layer_norm}, "
             f"dropout_in_frozen={self.dropout_in_frozen}, "
+            f"trainable_modules={list(self.trainable_modules)}, "
             f"normalize_waveform={self.normalize_waveform}, "
             f"use_attention_mask={self.use_attention_mask}"
         )

@@ -112,6 +112,8 @@ class FrozenUpstream(nn.Module):
         SCORE release's target copy, which is never put in eval mode); ``False``: always eval.
     exact_padding : bool
         See :class:`lasersb.models.upstream.SSLUpstream`.
+    config_overrides : dict, optional
+        Config attributes set before loading (the dropout rates; see ``SSLUpstream``).
 
     Example
     -------
@@ -123,12 +125,17 @@ class FrozenUpstream(nn.Module):
     (True, False)
     """
 
-    def __init__(self, source, dropout: bool = True, exact_padding: bool = False):
+    def __init__(self, source, dropout: bool = True, exact_padding: bool = False,
+                 config_overrides=None):  # fmt: skip
         super().__init__()
         from lasersb.models.upstream import SSLUpstream
 
         self.upstream = SSLUpstream(
-            source, trainable_layers=0, output_hidden_states=False, exact_padding=exact_padding
+            source,
+            trainable_layers=0,
+            output_hidden_states=False,
+            exact_padding=exact_padding,
+            config_overrides=config_overrides,
         )
         self.dropout = bool(dropout)
         self.upstream.requires_grad_(False)
