@@ -229,9 +229,11 @@ def prepare_adress(
 
     Example
     -------
-    >>> from lasersb.data.mini import get_mini_corpus  # doctest: +SKIP
-    >>> out = prepare_adress(get_mini_corpus() / "ADReSS", "manifests")  # doctest: +SKIP
-    >>> out["counts"]["train"]  # doctest: +SKIP
+    >>> import tempfile
+    >>> from lasersb.data.mini import get_mini_corpus
+    >>> save = tempfile.mkdtemp()
+    >>> out = prepare_adress(get_mini_corpus() / "ADReSS", save)
+    >>> out["counts"]["train"]
     {'cc': 8, 'cd': 8}
     """
     root = find_adress_root(data_folder)

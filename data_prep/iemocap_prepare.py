@@ -279,9 +279,11 @@ def prepare_iemocap(
 
     Example
     -------
-    >>> from lasersb.data.mini import get_mini_corpus  # doctest: +SKIP
-    >>> out = prepare_iemocap(get_mini_corpus() / "IEMOCAP", "manifests")  # doctest: +SKIP
-    >>> sorted(out["folds"])  # doctest: +SKIP
+    >>> import tempfile
+    >>> from lasersb.data.mini import get_mini_corpus
+    >>> save = tempfile.mkdtemp()
+    >>> out = prepare_iemocap(get_mini_corpus() / "IEMOCAP", save)
+    >>> sorted(out["folds"])
     [1, 2, 3, 4, 5]
     """
     root = find_sessions_root(data_folder)

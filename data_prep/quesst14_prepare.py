@@ -198,9 +198,11 @@ def prepare_quesst14(
 
     Example
     -------
-    >>> from lasersb.data.mini import get_mini_corpus  # doctest: +SKIP
-    >>> out = prepare_quesst14(get_mini_corpus() / "QUESST14", "manifests")  # doctest: +SKIP
-    >>> out["counts"]  # doctest: +SKIP
+    >>> import tempfile
+    >>> from lasersb.data.mini import get_mini_corpus
+    >>> save = tempfile.mkdtemp()
+    >>> out = prepare_quesst14(get_mini_corpus() / "QUESST14", save)
+    >>> out["counts"]
     {'documents': 20, 'dev': 6, 'eval': 6}
     """
     root = find_quesst14_root(data_folder)

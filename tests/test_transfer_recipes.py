@@ -140,29 +140,3 @@ def test_adress_recipe(schedule, mini_corpus, checkpoints, tmp_path):
     assert (tmp_path / "results.md").read_text().count("|") > 10
     with open(tmp_path / "predictions.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 8
-
-
-@pytest.mark.parametrize(
-    "recipe, files",
-    [(SER, ("ser.yaml", "ser_mini.yaml")), (AD, ("ad.yaml", "ad_mini.yaml"))],
-)
-def test_every_hparam_is_used(recipe, files):
-    """Each top-level key is read by train.py, the Brain, SpeechBrain, or another key."""
-    from ruamel.yaml import YAML
-
-    brain = (REPO / "lasersb" / "brains" / "embedding_classifier.py").read_text()
-    script = (recipe / "train.py").read_text()
-    speechbrain_keys = {"precision", "max_grad_norm", "__set_seed", "inherit"}
-    for name in files:
-        text = (recipe / "hparams" / name).read_text()
-        keys = YAML(typ="rt").load(text).keys()
-        parent = (recipe / "hparams" / files[0]).read_text()
-        for key in keys:
-            used = (
-                key in speechbrain_keys
-                or f'"{key}"' in script
-                or f"hparams.{key}" in brain
-                or f'"{key}"' in brain
-                or f"<{key}>" in parent
-            )
-            assert used, f"{name}: {key} is not used"
