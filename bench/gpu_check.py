@@ -6,15 +6,20 @@ bench/README.md). Steps, each in its own subprocess with its own time budget (a 
 past it is stopped, and what it had measured is kept):
 
 1. ``env``: GPU, driver, versions, and which lasersb modules import on this image;
-2. ``triton_tests``: tests/test_soft_dtw_triton.py with the kernels compiled for the GPU (no
+2. ``recipes``: every ``mode: run`` entry of recipes/registry.yaml for its couple of steps on the
+   mini corpus (carried, ``LASERSB_GPU_MINI``) with tiny upstreams, on ``cuda`` with its
+   full-scale file's precision, four at a time, each with its own budget; then LASER under
+   ``torchrun --nproc_per_node=1`` with NCCL. Pass/fail and the first error line per recipe
+   form the first table of tables.md;
+3. ``triton_tests``: tests/test_soft_dtw_triton.py with the kernels compiled for the GPU (no
    interpreter), including a 1000-frame ragged pair against the float64 reference;
-3. ``soft_dtw``: soft-DTW divergence forward+backward (gamma 0.1, D 256, float32 and bfloat16
+4. ``soft_dtw``: soft-DTW divergence forward+backward (gamma 0.1, D 256, float32 and bfloat16
    inputs) at (B, N=M) = (8,600), (1,600), (8,1000), (32,250), (4,1500), (8,4000) and ragged
    lengths, ours (Triton) and pysdtw (when its wheel is carried) in the same process;
-4. ``laser``: LASER SSFT step throughput (random HuBERT-base-sized upstream, bf16 autocast,
+5. ``laser``: LASER SSFT step throughput (random HuBERT-base-sized upstream, bf16 autocast,
    batch 8, LibriSpeech-like durations, top 2 layers trainable; bench/laser_throughput.py);
-5. ``augment``: batched speed+pitch views on CUDA (bench/augment_throughput.py);
-6. ``superb_pr``: SUPERB PR training steps (recipes/SUPERB/pr/hparams/pr.yaml's modules) with
+6. ``augment``: batched speed+pitch views on CUDA (bench/augment_throughput.py);
+7. ``superb_pr``: SUPERB PR training steps (recipes/SUPERB/pr/hparams/pr.yaml's modules) with
    no feature cache, a cold cache and a warm cache.
 
 ``OUT_DIR`` receives ``results.json`` (raw results, rewritten after every step), ``tables.md``
@@ -24,7 +29,9 @@ working (tests/test_gpu_check.py); its numbers say nothing about a GPU.
 
 The bare GPU image lacks speechbrain, hyperpyyaml, soundfile, pysdtw (and more): each step
 reports the modules it imported that the image lacks, unless a carried wheel brings them
-(bench/gpu_wheels.txt); only ``superb_pr`` may use speechbrain and hyperpyyaml.
+(bench/gpu_wheels.txt); only ``superb_pr`` and ``recipes`` may use speechbrain and hyperpyyaml,
+only ``recipes`` soundfile (the recipe processes hide the same packages through
+``gpu_check.py --recipe-wrapper``).
 
     python bench/gpu_check.py OUT_DIR [--dry-run] [--budget-s 460]
 """
