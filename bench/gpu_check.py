@@ -888,9 +888,11 @@ def step_recipes(rec, dry_run, deadline, scratch):
             "(LASERSB_GPU_MINI=DIR for another copy)"
         )
     places = {"mini": mini}
-    for kind in ("hubert", "wavlm", "wav2vec2"):
-        places[f"tiny_{kind}"] = build_tiny_upstream(kind, scratch / "upstreams" / kind)
     cases = _selected_cases(dry_run)
+    used = json.dumps([c["overrides"] for c in cases])
+    for kind in ("hubert", "wavlm", "wav2vec2"):
+        if f"{{tiny_{kind}}}" in used:  # only the upstreams the selected recipes use
+            places[f"tiny_{kind}"] = build_tiny_upstream(kind, scratch / "upstreams" / kind)
     index = 1 if dry_run else 0
     workers = RECIPE_WORKERS[index]
     rec.set(
