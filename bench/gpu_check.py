@@ -6,15 +6,20 @@ bench/README.md). Steps, each in its own subprocess with its own time budget (a 
 past it is stopped, and what it had measured is kept):
 
 1. ``env``: GPU, driver, versions, and which lasersb modules import on this image;
-2. ``triton_tests``: tests/test_soft_dtw_triton.py with the kernels compiled for the GPU (no
+2. ``recipes``: every ``mode: run`` entry of recipes/registry.yaml for its couple of steps on the
+   mini corpus (carried, ``LASERSB_GPU_MINI``) with tiny upstreams, on ``cuda`` with its
+   full-scale file's precision, four at a time, each with its own budget; then LASER under
+   ``torchrun --nproc_per_node=1`` with NCCL. Pass/fail and the first error line per recipe
+   form the first table of tables.md;
+3. ``triton_tests``: tests/test_soft_dtw_triton.py with the kernels compiled for the GPU (no
    interpreter), including a 1000-frame ragged pair against the float64 reference;
-3. ``soft_dtw``: soft-DTW divergence forward+backward (gamma 0.1, D 256, float32 and bfloat16
+4. ``soft_dtw``: soft-DTW divergence forward+backward (gamma 0.1, D 256, float32 and bfloat16
    inputs) at (B, N=M) = (8,600), (1,600), (8,1000), (32,250), (4,1500), (8,4000) and ragged
    lengths, ours (Triton) and pysdtw (when its wheel is carried) in the same process;
-4. ``laser``: LASER SSFT step throughput (random HuBERT-base-sized upstream, bf16 autocast,
+5. ``laser``: LASER SSFT step throughput (random HuBERT-base-sized upstream, bf16 autocast,
    batch 8, LibriSpeech-like durations, top 2 layers trainable; bench/laser_throughput.py);
-5. ``augment``: batched speed+pitch views on CUDA (bench/augment_throughput.py);
-6. ``superb_pr``: SUPERB PR training steps (recipes/SUPERB/pr/hparams/pr.yaml's modules) with
+6. ``augment``: batched speed+pitch views on CUDA (bench/augment_throughput.py);
+7. ``superb_pr``: SUPERB PR training steps (recipes/SUPERB/pr/hparams/pr.yaml's modules) with
    no feature cache, a cold cache and a warm cache.
 
 ``OUT_DIR`` receives ``results.json`` (raw results, rewritten after every step), ``tables.md``
@@ -24,7 +29,9 @@ working (tests/test_gpu_check.py); its numbers say nothing about a GPU.
 
 The bare GPU image lacks speechbrain, hyperpyyaml, soundfile, pysdtw (and more): each step
 reports the modules it imported that the image lacks, unless a carried wheel brings them
-(bench/gpu_wheels.txt); only ``superb_pr`` may use speechbrain and hyperpyyaml.
+(bench/gpu_wheels.txt); only ``superb_pr`` and ``recipes`` may use speechbrain and hyperpyyaml,
+only ``recipes`` soundfile (the recipe processes hide the same packages through
+``gpu_check.py --recipe-wrapper``).
 
     python bench/gpu_check.py OUT_DIR [--dry-run] [--budget-s 460]
 """
@@ -83,15 +90,22 @@ BARE_MODULES = (
     "lasersb.data.tokenizers",
 )
 
+#: The absent packages the recipes may import, from the carried wheels (bench/gpu_wheels.txt):
+#: SpeechBrain and its YAML, and soundfile to read the mini corpus's audio (its compiled part,
+#: ``_cffi_backend``, comes in the cffi wheel; the ``cffi`` package itself is not imported).
+RECIPE_MODULES = ("speechbrain", "hyperpyyaml", "ruamel", "soundfile", "_soundfile")
+
 #: ``name: (device budget s, dry-run budget s, absent modules the step may import)``; the
-#: device budgets add up to 460 s, inside the 8 minutes with the wheel installation.
+#: device budgets add up to 460 s, inside the 8 minutes with the wheel installation. The recipes
+#: run second, so that their pass/fail is in the tables within about 2.5 minutes.
 STEPS = {
-    "env": (25, 60, ()),
-    "triton_tests": (110, 120, ()),
-    "soft_dtw": (140, 120, ("pysdtw",)),
-    "laser": (80, 90, ()),
-    "augment": (30, 60, ()),
-    "superb_pr": (75, 90, ("speechbrain", "hyperpyyaml", "ruamel")),
+    "env": (20, 60, ()),
+    "recipes": (125, 330, RECIPE_MODULES),
+    "triton_tests": (90, 120, ()),
+    "soft_dtw": (100, 120, ("pysdtw",)),
+    "laser": (50, 90, ()),
+    "augment": (25, 60, ()),
+    "superb_pr": (50, 90, ("speechbrain", "hyperpyyaml", "ruamel")),
 }
 
 #: The issue's targets (issue 18), checked against the measured numbers in tables.md.
@@ -594,8 +608,387 @@ def step_superb_pr(rec, dry_run, deadline, scratch):
         rec.set("peak_gpu_gib", torch.cuda.max_memory_allocated(device) / 2**30)
 
 
+# ----------------------------------------------------------------------------- recipes step
+
+REGISTRY = REPO / "recipes" / "registry.yaml"
+
+#: Each recipe's own time budget (s): ``(device, dry run)``; the torchrun launch gets its own.
+RECIPE_BUDGET_S = (45, 150)
+TORCHRUN_BUDGET_S = (60, 180)
+#: Recipe processes running at once: on the GPU machine (16 cores; tiny models, the GPU is far
+#: from full), and in the dry run (a 2-core CI machine).
+RECIPE_WORKERS = (4, 1)
+#: What the dry run runs by default: the cheapest recipe under torchrun with gloo (the wrapper,
+#: the launcher, the backend option; tests/test_gpu_check.py runs the plain launcher on scripts
+#: of its own). The suite runs every recipe on the CPU already (test_recipe_registry, test_ddp:
+#: LASER under torchrun too). ``LASERSB_GPU_CHECK_RECIPES=all`` (or a comma list of names;
+#: ``<name>@torchrun`` for any recipe under torchrun) changes the selection.
+DRY_RUN_RECIPES = ("template_mini@torchrun",)
+#: The case run under ``torchrun --nproc_per_node=1`` (NCCL on the GPU, gloo in the dry run).
+TORCHRUN_RECIPE = "laser_mini"
+
+
+def _hparams_chain(path):
+    """The hparams file and its parents along ``inherit:`` (read as text: no YAML tags needed)."""
+    import re
+
+    chain = [Path(path)]
+    while True:
+        match = re.search(r"^inherit:\s*(\S+)", chain[-1].read_text(encoding="utf-8"), re.M)
+        if not match:
+            return chain
+        chain.append((chain[-1].parent / match.group(1)).resolve())
+
+
+def hparams_precision(path):
+    """``precision`` of an hparams file (the first one along its ``inherit:`` chain), or fp32.
+
+    fp32 is SpeechBrain's default when no file of the chain sets it.
+    """
+    import re
+
+    for file in _hparams_chain(path):
+        match = re.search(r"^precision:\s*(\w+)", file.read_text(encoding="utf-8"), re.M)
+        if match:
+            return match.group(1)
+    return "fp32"
+
+
+def recipe_cases(registry=REGISTRY):
+    """Every ``mode: run`` entry of the registry, with its full-scale precision; plus LASER again
+    under torchrun.
+
+    The full-scale precision is that of the ``mode: load`` entries whose ``covered_by`` names the
+    run entry (the files the paper-scale runs use); they must agree. An entry no full-scale file
+    covers keeps its own file's.
+    """
+    import yaml
+
+    entries = yaml.safe_load(Path(registry).read_text(encoding="utf-8"))
+    cases = []
+    for entry in entries:
+        if entry["mode"] != "run":
+            continue
+        full_scale = [e["hparams"] for e in entries if e.get("covered_by") == entry["name"]]
+        precisions = {hparams_precision(REPO / f) for f in full_scale or [entry["hparams"]]}
+        if len(precisions) != 1:
+            raise ValueError(
+                f"{registry}: the full-scale files covered by {entry['name']} disagree on "
+                f"precision: {sorted(precisions)}"
+            )
+        cases.append(
+            {
+                "name": entry["name"],
+                "script": entry["script"],
+                "hparams": entry["hparams"],
+                "overrides": entry.get("overrides") or {},
+                "expect_files": entry.get("expect_files") or [],
+                "precision": precisions.pop(),
+                "launcher": "python",
+            }
+        )
+    laser = next(c for c in cases if c["name"] == TORCHRUN_RECIPE)
+    cases.append({**laser, "name": f"{TORCHRUN_RECIPE}@torchrun", "launcher": "torchrun"})
+    return cases
+
+
+def _fill(value, places):
+    if isinstance(value, str):
+        for key, target in places.items():
+            value = value.replace("{" + key + "}", str(target))
+        return value
+    if isinstance(value, list):
+        return [_fill(v, places) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, places) for k, v in value.items()}
+    return value
+
+
+def recipe_command(case, places, dry_run):
+    """The command line a user types for the case (``python`` or ``torchrun``), run through this
+    file's ``--recipe-wrapper`` (it hides the packages the GPU image lacks, then runs the script
+    as ``__main__``)."""
+    args = [str(REPO / case["script"]), str(REPO / case["hparams"])]
+    for key, value in _fill(case["overrides"], places).items():
+        if value is None:
+            text = "null"
+        elif isinstance(value, (list, dict)):
+            text = json.dumps(value)
+        else:
+            text = value
+        args.append(f"--{key}={text}")
+    args += [
+        f"--device={'cpu' if dry_run else 'cuda'}",
+        f"--precision={case['precision']}",
+        "--noprogressbar",
+    ]
+    wrapper = [str(Path(__file__).resolve()), "--recipe-wrapper"]
+    if case["launcher"] == "torchrun":
+        backend = "gloo" if dry_run else "nccl"
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        return [
+            *launcher,
+            "--nproc_per_node=1",
+            *wrapper,
+            *args,
+            f"--distributed_backend={backend}",
+        ]
+    return [sys.executable, *wrapper, *args]
+
+
+def first_error_line(output):
+    """The line of a failed run's output that names its error.
+
+    The first exception line (``ValueError: ...``, ``torch.OutOfMemoryError: ...``: the cause;
+    later ones are consequences, like torchrun's ``ChildFailedError``), else the first line that
+    says error, else the last line.
+
+    >>> first_error_line("Traceback (most recent call last):\\n  File x\\nKeyError: 'a'\\n"
+    ...                  "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:")
+    "KeyError: 'a'"
+    >>> first_error_line("step 1\\nfatal error: no space left\\n")
+    'fatal error: no space left'
+    >>> first_error_line("")
+    ''
+    """
+    import re
+
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    for line in lines:
+        if re.match(r"^([\w.]+\.)?\w*(Error|Exception|Interrupt)\b[^ ]*:?", line):
+            return line[:300]
+    for line in lines:
+        if re.search(r"\berror\b", line, re.I):
+            return line[:300]
+    return lines[-1][:300] if lines else ""
+
+
+def _descendants(pid):
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def _kill_tree(pid):
+    """SIGKILL a process and every descendant (torchrun's workers run in sessions of their own)."""
+    for victim in _descendants(pid):
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_recipe(case, places, dry_run, budget_s, log_dir, env):
+    """Run one case with its budget; ``{name, status: pass|fail|timed out, s, first_error...}``."""
+    out = Path(places["tmp"])
+    out.mkdir(parents=True, exist_ok=True)
+    command = recipe_command(case, places, dry_run)
+    log_path = Path(log_dir) / f"{case['name']}.log"
+    imports_dir = out / ".gpu_check_imports"
+    env = dict(env, LASERSB_GPU_CHECK_IMPORTS=str(imports_dir))
+    row = {
+        "name": case["name"],
+        "launcher": case["launcher"],
+        "precision": case["precision"],
+        "budget_s": round(budget_s),
+        "command": " ".join(command),
+    }
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _RUNNING.add(proc.pid)
+        try:
+            proc.wait(budget_s)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            _kill_tree(proc.pid)
+            proc.wait()
+            timed_out = True
+        finally:
+            _RUNNING.discard(proc.pid)
+    row["s"] = time.perf_counter() - start
+    output = log_path.read_text(errors="replace")
+    absent = set()
+    for file in imports_dir.glob("*.json"):
+        absent |= set(json.loads(file.read_text()))
+    row["imported_absent_from_gpu_image"] = sorted(absent)
+    missing = [p for p in case["expect_files"] if not list(out.glob(p))]
+    if timed_out:
+        row["status"] = "timed out"
+        row["first_error"] = f"stopped after {row['s']:.0f} s (budget {budget_s:.0f} s)"
+    elif proc.returncode != 0:
+        row["status"] = "fail"
+        row["first_error"] = first_error_line(output) or f"exit code {proc.returncode}"
+    elif missing:
+        row["status"] = "fail"
+        row["first_error"] = f"exit 0 but no {', '.join(missing)} in the output folder"
+    elif absent:
+        row["status"] = "fail"
+        row["first_error"] = f"imports {', '.join(sorted(absent))}, absent from the GPU image"
+    else:
+        row["status"] = "pass"
+        row["first_error"] = ""
+    print(f"[recipes] {case['name']}: {row['status']} in {row['s']:.0f} s {row['first_error']}")
+    print(output[-2000:] if row["status"] != "pass" else "", flush=True)
+    return row
+
+
+_RUNNING = set()
+
+
+def _selected_cases(dry_run):
+    cases = recipe_cases()
+    chosen = os.environ.get("LASERSB_GPU_CHECK_RECIPES", "")
+    if not chosen:
+        chosen = ",".join(DRY_RUN_RECIPES) if dry_run else "all"
+    if chosen == "all":
+        return cases
+    names = [n for n in chosen.split(",") if n]
+    for name in names:
+        base = name.removesuffix("@torchrun")
+        if name != base and name not in {c["name"] for c in cases}:
+            plain = [c for c in cases if c["name"] == base]
+            cases += [{**c, "name": name, "launcher": "torchrun"} for c in plain]
+    unknown = set(names) - {c["name"] for c in cases}
+    if unknown:
+        raise ValueError(f"LASERSB_GPU_CHECK_RECIPES: unknown recipes {sorted(unknown)}")
+    return [c for c in cases if c["name"] in names]
+
+
+def step_recipes(rec, dry_run, deadline, scratch):
+    """Every registered recipe for a few steps on CUDA with its full-scale precision, LASER also
+    under torchrun --nproc_per_node=1 with NCCL; each with its own budget."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from lasersb.data.mini import get_mini_corpus
+    from lasersb.models.tiny_upstream import build_tiny_upstream
+
+    device = _device(dry_run)
+    scratch = Path(scratch)
+    carried = os.environ.get("LASERSB_GPU_MINI")
+    if dry_run:
+        mini = get_mini_corpus()
+    elif carried and Path(carried).is_dir():
+        mini = get_mini_corpus(carried)  # the carried copy, checked against the generator's key
+    else:
+        raise RuntimeError(
+            "no mini corpus on this machine: `bash bench/gpu_wheels.sh` copies it into .whl/ "
+            "(LASERSB_GPU_MINI=DIR for another copy)"
+        )
+    places = {"mini": mini}
+    cases = _selected_cases(dry_run)
+    used = json.dumps([c["overrides"] for c in cases])
+    for kind in ("hubert", "wavlm", "wav2vec2"):
+        if f"{{tiny_{kind}}}" in used:  # only the upstreams the selected recipes use
+            places[f"tiny_{kind}"] = build_tiny_upstream(kind, scratch / "upstreams" / kind)
+    index = 1 if dry_run else 0
+    workers = RECIPE_WORKERS[index]
+    rec.set(
+        "settings",
+        {
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "backend": "gloo" if dry_run else "nccl",
+            "workers": workers,
+            "recipes": [c["name"] for c in cases],
+        },
+    )
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env["LASERSB_GPU_CHECK_ALLOWED"] = ",".join(STEPS["recipes"][2])
+    env["OMP_NUM_THREADS"] = "1" if dry_run else str(max(1, (os.cpu_count() or 4) // workers))
+    env.pop("TRITON_INTERPRET", None)
+    logs = scratch / "logs"
+    logs.mkdir()
+
+    def stop_children(signum, frame):
+        for pid in list(_RUNNING):
+            _kill_tree(pid)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop_children)
+
+    def one(case):
+        budgets = TORCHRUN_BUDGET_S if case["launcher"] == "torchrun" else RECIPE_BUDGET_S
+        left = _time_left(deadline) - 2
+        if left < 5:
+            row = {"name": case["name"], "launcher": case["launcher"], "status": "not run"}
+            row.update(precision=case["precision"], first_error="step budget spent")
+        else:
+            places_case = dict(places, tmp=scratch / "runs" / case["name"])
+            row = run_recipe(case, places_case, dry_run, min(budgets[index], left), logs, env)
+        rec.append("rows", row)
+        return row
+
+    with ThreadPoolExecutor(workers) as pool:
+        rows = list(pool.map(one, cases))
+    failed = [r["name"] for r in rows if r["status"] != "pass"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(rows)} recipes did not pass: {failed}")
+
+
+def _recipe_tables(step):
+    settings = step.get("settings", {})
+    lines = [
+        f"Every `mode: run` entry of recipes/registry.yaml, as a user runs it (`python "
+        f"train.py <mini hparams> <the registry's overrides> --device=cuda "
+        f"--precision=<the full-scale file's>`), on {settings.get('device')}, "
+        f"{settings.get('workers')} at a time; `@torchrun`: `torchrun --standalone "
+        f"--nproc_per_node=1 ... --distributed_backend={settings.get('backend')}`. Pass: exit 0 "
+        "and the registry's expected files written.",
+        "",
+        "| recipe | launcher | precision | result | s | budget s | first error line |",
+        "|---|---|---|---|---:|---:|---|",
+    ]
+    for row in step.get("rows", []):
+        error = str(row.get("first_error", "")).replace("|", "\\|")
+        seconds = f"{row['s']:.0f}" if "s" in row else ""
+        lines.append(
+            f"| {row['name']} | {row['launcher']} | {row['precision']} | {row['status']} | "
+            f"{seconds} | {row.get('budget_s', '')} | {error} |"
+        )
+    return lines
+
+
+def recipe_wrapper(argv):
+    """``gpu_check.py --recipe-wrapper SCRIPT ARGS...``: run a recipe script as ``__main__`` with
+    the packages the GPU image lacks hidden (less ``$LASERSB_GPU_CHECK_ALLOWED``); the absent
+    packages it imported anyway go to ``$LASERSB_GPU_CHECK_IMPORTS/<rank>.json``."""
+    import atexit
+    import runpy
+
+    allowed = set(filter(None, os.environ.get("LASERSB_GPU_CHECK_ALLOWED", "").split(",")))
+    hide_absent_modules(allowed)
+    imports_dir = os.environ.get("LASERSB_GPU_CHECK_IMPORTS")
+
+    def dump():
+        absent = {m.split(".")[0] for m in sys.modules} & set(ABSENT_ON_GPU_IMAGE) - allowed
+        if imports_dir:
+            Path(imports_dir).mkdir(parents=True, exist_ok=True)
+            name = f"{os.environ.get('RANK', '0')}.json"
+            (Path(imports_dir) / name).write_text(json.dumps(sorted(absent)))
+
+    atexit.register(dump)
+    script = argv[0]
+    sys.argv = list(argv)
+    sys.path.insert(0, str(Path(script).resolve().parent))
+    runpy.run_path(script, run_name="__main__")
+    return 0
+
+
 STEP_FUNCTIONS = {
     "env": step_env,
+    "recipes": step_recipes,
     "triton_tests": step_triton_tests,
     "soft_dtw": step_soft_dtw,
     "laser": step_laser,
@@ -848,6 +1241,7 @@ def render_tables(results):
             + ("all ok" if not failed else "; ".join(f"{k}: {v}" for k, v in failed.items())),
         ]
     sections = (
+        ("recipes", "Every registered recipe on the device (a few steps)", _recipe_tables),
         ("triton_tests", "Triton kernels compiled on the GPU (tests)", _triton_tables),
         ("soft_dtw", "Soft-DTW divergence, forward + backward", _soft_dtw_tables),
         ("laser", "LASER SSFT throughput", lambda s: [s.get("markdown", "not measured")]),
@@ -983,6 +1377,9 @@ def orchestrate(out_dir, dry_run, budget_s, started_at, only=None):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--recipe-wrapper"]:
+        return recipe_wrapper(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", nargs="?", help="folder for tables.md, results.json, log")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")

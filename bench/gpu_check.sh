@@ -12,7 +12,9 @@
 # OUT_DIR/results.json and OUT_DIR/gpu_check.log after every step. The whole run is stopped at
 # 8 minutes whatever happens (what was written by then stays). See bench/README.md.
 # LASERSB_GPU_CHECK_BUDGET_S (default 480) changes the total, LASERSB_GPU_CHECK_ONLY=a,b runs
-# only those steps (env, triton_tests, soft_dtw, laser, augment, superb_pr).
+# only those steps (env, recipes, triton_tests, soft_dtw, laser, augment, superb_pr);
+# LASERSB_GPU_CHECK_RECIPES=a,b (or all) picks the recipes the recipes step runs (default: all on
+# the GPU, template_mini and laser_mini@torchrun in the dry run).
 set -uo pipefail
 
 dry_run=""
@@ -20,7 +22,7 @@ out_dir=""
 for arg in "$@"; do
   case "$arg" in
     --dry-run) dry_run="--dry-run" ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) out_dir="$arg" ;;
   esac
 done
@@ -58,6 +60,7 @@ if [ -z "$dry_run" ]; then
   else
     echo "[gpu_check] no wheel folder $wheels: pysdtw and superb_pr (speechbrain) will be missing" | tee -a "$log"
   fi
+  export LASERSB_GPU_MINI="${LASERSB_GPU_MINI:-$wheels/mini_corpus}"   # the recipes step's data
 fi
 
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"

@@ -3,7 +3,9 @@
 # network there) into a git-ignored folder of the repository (default .whl), so that the device
 # tool can carry it:  bash bench/gpu_wheels.sh [DIR]
 # Exactly the pins of bench/gpu_wheels.txt and bench/gpu_wheels_pytest.txt, without their
-# dependencies (those are on the image, see bench/gpu_wheels.txt), built for CPython 3.12.
+# dependencies (those are on the image, see bench/gpu_wheels.txt), built for CPython 3.12; and a
+# copy of the embedded mini corpus (DIR/mini_corpus, about 28 MB), which the recipes step of
+# bench/gpu_check.sh runs every recipe on (the GPU image cannot synthesise it: no espeak-ng).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 dest="${1:-$repo/.whl}"
@@ -28,4 +30,10 @@ while read -r name; do
   total=$(( total + size ))
   printf '  %-60s %8d KiB\n' "$file" $(( size / 1024 ))
 done < <(grep -h -v '^\s*#' "$repo/bench/gpu_wheels.txt" "$repo/bench/gpu_wheels_pytest.txt" | grep .)
-echo "  total $(( total / 1024 )) KiB (the device tool carries at most 64 MiB)"
+mini="$(cd "$repo" && PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$python" -c \
+  'from lasersb.data.mini import get_mini_corpus; print(get_mini_corpus())')"
+rm -rf "$dest/mini_corpus"
+cp -a "$mini" "$dest/mini_corpus"
+corpus_kib=$(du -sk "$dest/mini_corpus" | cut -f1)
+printf '  %-60s %8d KiB\n' "mini_corpus/ (a copy of $(basename "$mini"))" "$corpus_kib"
+echo "  total $(( total / 1024 + corpus_kib )) KiB (the device tool carries at most 64 MiB)"

@@ -32,12 +32,12 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
 from pathlib import Path
 
+from data_prep.cli import PrepareArgumentParser
 from lasersb.data.manifests import write_manifest
 from lasersb.data.parallel import BadFile, map_files
 
@@ -229,9 +229,11 @@ def prepare_adress(
 
     Example
     -------
-    >>> from lasersb.data.mini import get_mini_corpus  # doctest: +SKIP
-    >>> out = prepare_adress(get_mini_corpus() / "ADReSS", "manifests")  # doctest: +SKIP
-    >>> out["counts"]["train"]  # doctest: +SKIP
+    >>> import tempfile
+    >>> from lasersb.data.mini import get_mini_corpus
+    >>> save = tempfile.mkdtemp()
+    >>> out = prepare_adress(get_mini_corpus() / "ADReSS", save)
+    >>> out["counts"]["train"]
     {'cc': 8, 'cd': 8}
     """
     root = find_adress_root(data_folder)
@@ -320,7 +322,7 @@ def prepare_adress(
 
 def main(argv=None) -> None:
     """Command-line entry point (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = PrepareArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data_folder", help="the ADReSS folder holding train/ and test/")
     parser.add_argument("save_folder", help="where the CSV manifests go")
     parser.add_argument("--use-chunks", action="store_true", help="use Normalised_audio-chunks")
@@ -328,9 +330,11 @@ def main(argv=None) -> None:
     parser.add_argument("--num-workers", type=int, default=1, help="audio reading processes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    result = prepare_adress(
+    result = parser.run(
+        prepare_adress,
         args.data_folder, args.save_folder, args.use_chunks, args.test_labels_file,
         num_workers=args.num_workers,
+        errors=ADReSSPrepError,
     )  # fmt: skip
     print(json.dumps(result["counts"]))
 

@@ -31,7 +31,6 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -41,6 +40,7 @@ import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
+from data_prep.cli import PrepareArgumentParser
 from lasersb.data.manifests import write_manifest
 from lasersb.data.parallel import BadFile, map_files
 
@@ -266,7 +266,7 @@ def prepare_commonvoice(
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     """Command line entry point (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = PrepareArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data_folder", required=True)
     parser.add_argument("--save_folder", required=True)
     parser.add_argument("--language", default="fr")
@@ -275,13 +275,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--num_workers", type=int, default=1, help="clip-converting processes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    return prepare_commonvoice(
+    return parser.run(
+        prepare_commonvoice,
         args.data_folder,
         args.save_folder,
         language=args.language,
         max_train_hours=args.max_train_hours or None,
         convert=not args.no_convert,
         num_workers=args.num_workers,
+        errors=CommonVoicePrepError,
     )
 
 

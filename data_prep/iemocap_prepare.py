@@ -34,13 +34,13 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
 from collections import Counter
 from pathlib import Path
 
+from data_prep.cli import PrepareArgumentParser
 from lasersb.data.audio import AudioError, check_decodable
 from lasersb.data.manifests import write_manifest
 from lasersb.data.parallel import BadFile, map_files
@@ -279,9 +279,11 @@ def prepare_iemocap(
 
     Example
     -------
-    >>> from lasersb.data.mini import get_mini_corpus  # doctest: +SKIP
-    >>> out = prepare_iemocap(get_mini_corpus() / "IEMOCAP", "manifests")  # doctest: +SKIP
-    >>> sorted(out["folds"])  # doctest: +SKIP
+    >>> import tempfile
+    >>> from lasersb.data.mini import get_mini_corpus
+    >>> save = tempfile.mkdtemp()
+    >>> out = prepare_iemocap(get_mini_corpus() / "IEMOCAP", save)
+    >>> sorted(out["folds"])
     [1, 2, 3, 4, 5]
     """
     root = find_sessions_root(data_folder)
@@ -343,7 +345,7 @@ def prepare_iemocap(
 
 def main(argv=None) -> None:
     """Command-line entry point (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = PrepareArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data_folder", help="folder holding Session1..Session5")
     parser.add_argument("save_folder", help="where the CSV manifests go")
     parser.add_argument("--no-merge-excited", action="store_true", help="drop exc, keep hap only")
@@ -351,12 +353,14 @@ def main(argv=None) -> None:
     parser.add_argument("--num-workers", type=int, default=1, help="audio-checking processes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    result = prepare_iemocap(
+    result = parser.run(
+        prepare_iemocap,
         args.data_folder,
         args.save_folder,
         merge_excited=not args.no_merge_excited,
         skip_bad_files=args.skip_bad_files,
         num_workers=args.num_workers,
+        errors=IEMOCAPPrepError,
     )
     print(json.dumps(result["counts"]))
 

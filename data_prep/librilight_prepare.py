@@ -23,13 +23,13 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from data_prep.cli import PrepareArgumentParser
 from lasersb.data.manifests import write_manifest
 
 logger = logging.getLogger(__name__)
@@ -197,15 +197,20 @@ def prepare_librilight(
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     """Command line entry point (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = PrepareArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data_folder", required=True)
     parser.add_argument("--save_folder", required=True)
     parser.add_argument("--subset", default="10h", choices=SUBSETS)
     parser.add_argument("--num_workers", type=int, default=1, help="audio-checking processes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    return prepare_librilight(
-        args.data_folder, args.save_folder, args.subset, num_workers=args.num_workers
+    return parser.run(
+        prepare_librilight,
+        args.data_folder,
+        args.save_folder,
+        args.subset,
+        num_workers=args.num_workers,
+        errors=LibriLightPrepError,
     )
 
 

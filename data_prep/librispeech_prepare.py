@@ -34,7 +34,6 @@ The per-file work (header read, tail decode) runs in ``num_workers`` processes
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
@@ -42,6 +41,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from data_prep.cli import PrepareArgumentParser
 from lasersb.data.manifests import write_manifest
 
 __all__ = [
@@ -502,7 +502,7 @@ def main(argv=None) -> dict[str, Path]:
     ...
     SystemExit: 0
     """
-    parser = argparse.ArgumentParser(
+    parser = PrepareArgumentParser(
         prog="python -m data_prep.librispeech_prepare",
         description="Write SpeechBrain CSVs (ID,duration,wav,spk_id,wrd,phn) for LibriSpeech.",
     )
@@ -518,19 +518,18 @@ def main(argv=None) -> dict[str, Path]:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        csv_paths = prepare_librispeech(
-            args.data_folder,
-            args.save_folder,
-            splits=args.splits,
-            lexicon_file=args.lexicon_file,
-            skip_bad_files=args.skip_bad_files,
-            min_samples=args.min_samples,
-            with_phonemes=not args.no_phonemes,
-            num_workers=args.num_workers,
-        )
-    except LibriSpeechPrepError as err:
-        raise SystemExit(f"error: {err}") from err
+    csv_paths = parser.run(
+        prepare_librispeech,
+        args.data_folder,
+        args.save_folder,
+        splits=args.splits,
+        lexicon_file=args.lexicon_file,
+        skip_bad_files=args.skip_bad_files,
+        min_samples=args.min_samples,
+        with_phonemes=not args.no_phonemes,
+        num_workers=args.num_workers,
+        errors=LibriSpeechPrepError,
+    )
     for split, path in csv_paths.items():
         print(f"{split}: {path}")
     return csv_paths

@@ -36,7 +36,6 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -49,6 +48,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from data_prep.cli import PrepareArgumentParser
 from lasersb.data.manifests import write_manifest
 from lasersb.data.parallel import map_files
 
@@ -514,7 +514,7 @@ def noisy_dataset(
 # --------------------------------------------------------------------------- CLI
 def main(argv=None):
     """Command line: ``python -m data_prep.noisy_prepare LIBRISPEECH NOISE SAVE_FOLDER``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = PrepareArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data_folder", help="LibriSpeech root (or its parent)")
     parser.add_argument("noise_folder", help="DEMAND root: <TYPE>/ch01.wav")
     parser.add_argument("save_folder")
@@ -529,11 +529,13 @@ def main(argv=None):
     parser.add_argument("--num_workers", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    return prepare_noisy_librispeech(
+    return parser.run(
+        prepare_noisy_librispeech,
         args.data_folder, args.noise_folder, args.save_folder, splits=args.splits,
         unseen_splits=args.unseen_splits, seen_types=args.seen_types,
         unseen_types=args.unseen_types, snrs=args.snrs, noise_file=args.noise_file,
         write_mixtures=not args.on_the_fly, seed=args.seed, num_workers=args.num_workers,
+        errors=NoisyPrepError,
     )  # fmt: skip
 
 

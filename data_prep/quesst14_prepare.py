@@ -28,12 +28,12 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
 from pathlib import Path
 
+from data_prep.cli import PrepareArgumentParser
 from lasersb.data.manifests import write_manifest
 from lasersb.data.parallel import BadFile, map_files
 
@@ -198,9 +198,11 @@ def prepare_quesst14(
 
     Example
     -------
-    >>> from lasersb.data.mini import get_mini_corpus  # doctest: +SKIP
-    >>> out = prepare_quesst14(get_mini_corpus() / "QUESST14", "manifests")  # doctest: +SKIP
-    >>> out["counts"]  # doctest: +SKIP
+    >>> import tempfile
+    >>> from lasersb.data.mini import get_mini_corpus
+    >>> save = tempfile.mkdtemp()
+    >>> out = prepare_quesst14(get_mini_corpus() / "QUESST14", save)
+    >>> out["counts"]
     {'documents': 20, 'dev': 6, 'eval': 6}
     """
     root = find_quesst14_root(data_folder)
@@ -254,20 +256,19 @@ def prepare_quesst14(
 
 def main(argv=None) -> int:
     """Command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = PrepareArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data_folder")
     parser.add_argument("save_folder")
     parser.add_argument("--language", default="nnenglish")
     parser.add_argument("--all-languages", action="store_true", help="keep every language")
     parser.add_argument("--num-workers", type=int, default=1, help="header-reading processes")
     args = parser.parse_args(argv)
-    try:
-        out = prepare_quesst14(
-            args.data_folder, args.save_folder, None if args.all_languages else args.language,
-            num_workers=args.num_workers,
-        )  # fmt: skip
-    except QUESST14PrepError as error:
-        parser.error(str(error))
+    out = parser.run(
+        prepare_quesst14,
+        args.data_folder, args.save_folder, None if args.all_languages else args.language,
+        num_workers=args.num_workers,
+        errors=QUESST14PrepError,
+    )  # fmt: skip
     print(json.dumps(out["counts"]))
     return 0
 

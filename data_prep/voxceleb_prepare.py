@@ -30,7 +30,6 @@ an ``options.json`` with the same options already exists (idempotent).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
@@ -42,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from data_prep.cli import PrepareArgumentParser
 from lasersb.data.audio import check_decodable
 from lasersb.data.manifests import write_manifest
 from lasersb.data.parallel import BadFile, map_files
@@ -515,7 +515,7 @@ def prepare_voxceleb(
 
 def main(argv=None) -> int:
     """Command line: ``python data_prep/voxceleb_prepare.py VOX1 SAVE [--vox2 VOX2]``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = PrepareArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data_folder", help="VoxCeleb1 root (wav/, veri_test2.txt)")
     parser.add_argument("save_folder")
     parser.add_argument("--vox2", dest="vox2_folder", default=None, help="VoxCeleb2 root")
@@ -532,7 +532,8 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    outputs = prepare_voxceleb(
+    outputs = parser.run(
+        prepare_voxceleb,
         args.data_folder,
         args.save_folder,
         vox2_folder=args.vox2_folder,
@@ -545,6 +546,7 @@ def main(argv=None) -> int:
         skip_bad_files=args.skip_bad_files,
         num_workers=args.num_workers,
         vad=EnergyVAD() if args.energy_vad else None,
+        errors=(FileNotFoundError, ValueError, RuntimeError),  # the messages of bad input
     )
     print(json.dumps({k: str(v) for k, v in outputs.items()}, indent=2))
     return 0

@@ -130,6 +130,26 @@ def _destroy_process_group():
     torch.distributed.destroy_process_group()
 
 
+def underscore_options(argv):
+    """``argv`` with each option name spelt with underscores (``--lexicon-file`` ->
+    ``--lexicon_file``), so that train.py takes both spellings, as ``python -m data_prep.*`` does.
+
+    Only option names change; values (``--data_folder=/a-b``, ``/a-b``) stay as they are.
+
+    Example
+    -------
+    >>> underscore_options(["x.yaml", "--lexicon-file=/d/a-b.txt", "--data_folder", "/d/x-y"])
+    ['x.yaml', '--lexicon_file=/d/a-b.txt', '--data_folder', '/d/x-y']
+    """
+    spelled = []
+    for arg in argv:
+        if arg.startswith("--") and len(arg) > 2:
+            name, sep, value = arg[2:].partition("=")
+            arg = "--" + name.replace("-", "_") + sep + value
+        spelled.append(arg)
+    return spelled
+
+
 def setup_experiment(argv):
     """Parse ``argv`` like a SpeechBrain recipe and prepare the experiment folder.
 
@@ -145,7 +165,7 @@ def setup_experiment(argv):
     run_opts : dict
         Run options (device, precision, distributed settings...).
     """
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    hparams_file, run_opts, overrides = sb.parse_arguments(underscore_options(argv))
     sb.utils.distributed.ddp_init_group(run_opts)
     share_cpu_threads()  # several processes on one machine: numba threads shared out
     if torch.distributed.is_initialized():

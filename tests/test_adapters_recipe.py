@@ -11,7 +11,6 @@ and reloads onto a fresh copy of the frozen upstream with identical outputs.
 import csv
 import importlib.util
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -357,38 +356,6 @@ def test_commonvoice_prepare(mini_corpus, tmp_path):
 
 
 # ---------------------------------------------------------------------- hparams and ablation
-def _yaml_keys(path):
-    return [m.group(1) for m in re.finditer(r"^([A-Za-z_][\w]*):", path.read_text(), re.M)]
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "adapters_all.yaml",
-        "adapters_top.yaml",
-        "full_finetune.yaml",
-        "adapters_all_mini.yaml",
-        "adapters_top_mini.yaml",
-        "full_finetune_mini.yaml",
-    ],
-)
-def test_every_hparams_key_is_used(name):
-    """SpeechBrain's rule: each key is read by the script/Brain or referenced by another key."""
-    path = RECIPE / "hparams" / name
-    brains = REPO / "lasersb" / "brains"
-    files = (RECIPE / "train.py", brains / "adapter_ctc.py", brains / "scheduled.py")
-    sources = "".join(p.read_text() for p in files)  # the Brain and its schedule base
-    texts = "".join(p.read_text() for p in (RECIPE / "hparams").glob("*.yaml"))
-    run_opts = {"precision", "max_grad_norm", "ckpt_interval_minutes", "optimizer_step_limit"}
-    run_opts |= {"grad_accumulation_factor"}
-    for key in _yaml_keys(path):
-        if key in ("inherit", "seed", "__set_seed") or key in run_opts:
-            continue
-        reads = (f'hparams["{key}"]', f"hparams.{key}")
-        used = any(read in sources for read in reads) or f"<{key}>" in texts
-        assert used, f"{name}: {key} is not used"
-
-
 def test_ablation_table_and_plot(tmp_path):
     ablation = _recipe_module("ablation")
     runs = {

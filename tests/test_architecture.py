@@ -77,3 +77,22 @@ def test_the_scan_sees_function_local_imports(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from data_prep.x import y\n    import data_prep\n")
     assert _data_prep_imports(module) == [2, 3]
+
+
+@pytest.mark.parametrize(
+    "script", sorted((REPO / "data_prep").glob("*_prepare.py")), ids=lambda p: p.stem
+)
+def test_data_prep_command_lines_share_one_parser(script, capsys):
+    """Every ``python -m data_prep.*`` builds its command line with data_prep.cli's parser: each
+    multi-word option in both spellings, errors in the command's wording."""
+    module = importlib.import_module(f"data_prep.{script.stem}")
+    text = script.read_text(encoding="utf-8")
+    assert "argparse.ArgumentParser(" not in text and "PrepareArgumentParser(" in text
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    usage = capsys.readouterr().out
+    multiword = {o for o in usage.split() if o.startswith("--") and ("-" in o[2:] or "_" in o[2:])}
+    for option in multiword:
+        name = option.strip(",[]")
+        assert "--" + name[2:].replace("-", "_") in usage, name
+        assert "--" + name[2:].replace("_", "-") in usage, name

@@ -13,6 +13,7 @@ from itertools import groupby
 import numpy as np
 import pytest
 import torch
+from conftest import require_oracle
 from sklearn import metrics as sk_metrics
 from speechbrain.dataio.dataio import length_to_mask
 
@@ -244,7 +245,7 @@ def _score_like_the_recipes(jiwer, rng, count=300):
 
 
 def test_error_rates_equal_jiwer():
-    jiwer = pytest.importorskip("jiwer", reason="jiwer (requirements-dev.txt) is the reference")
+    jiwer = require_oracle("jiwer")  # the reference (requirements-dev.txt)
     trackers, theirs = _score_like_the_recipes(jiwer, np.random.default_rng(0))
     split_otherwise = {}
     for metric, tracker in trackers.items():

@@ -143,15 +143,37 @@ def test_verification_outputs_and_scoring_cli(dino_run, mini_corpus, tmp_path):
     assert again["cosine"]["EER"] == pytest.approx(results["cosine"]["EER"], abs=1e-6)
 
 
+def _same_content(a, b) -> bool:
+    """Equal nested checkpoint contents (tensors bit-identical)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return (
+            isinstance(b, dict)
+            and a.keys() == b.keys()
+            and all(_same_content(a[k], b[k]) for k in a)
+        )
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same_content, a, b))
+    return a == b
+
+
 def test_rerun_resumes_instead_of_training(dino_run, mini_corpus):
     out = dino_run["out"]
-    ckpt = (out / "embedding_model.ckpt").read_bytes()
+    exported = torch.load(out / "embedding_model.ckpt", weights_only=True)
+    saved = {p.relative_to(out): p.read_bytes() for p in (out / "save").rglob("*") if p.is_file()}
     brain = dino_run["recipe"].main(_argv(mini_corpus, out, "--score_after_training=False"))
     assert brain.optimizer_step == 6  # recovered, no new step
     teacher = dict(dino_run["brain"].teacher.named_parameters())
     for name, param in brain.teacher.named_parameters():
         assert torch.equal(param, teacher[name]), name
-    assert len(ckpt) > 0
+    # What the re-run left: the exported embedding model holds the same weights, and the
+    # checkpoints are byte for byte the ones the first run wrote (none added, none rewritten).
+    again = torch.load(out / "embedding_model.ckpt", weights_only=True)
+    assert exported and _same_content(again, exported)
+    after = {p.relative_to(out): p.read_bytes() for p in (out / "save").rglob("*") if p.is_file()}
+    assert after.keys() == saved.keys()
+    assert all(after[name] == content for name, content in saved.items())
 
 
 if __name__ == "__main__":

@@ -65,8 +65,8 @@ def test_dry_run_imports_like_the_bare_image(dry_run):
     # carried speechbrain wheel, never soundfile)
     for name, step in results["steps"].items():
         hidden = set(step["hidden_modules"])
-        assert "soundfile" in hidden
-        assert ("speechbrain" in hidden) == (name != "superb_pr")
+        assert ("soundfile" in hidden) == (name != "recipes")  # recipes read the corpus's audio
+        assert ("speechbrain" in hidden) == (name not in ("superb_pr", "recipes"))
 
 
 def test_dry_run_measured_every_figure(dry_run):
@@ -113,6 +113,107 @@ def test_dry_run_measured_every_figure(dry_run):
     assert f"| 1 x 6 | float32 | {first['median_ms']:,.2f} ms" in tables
     assert f"| utterance pairs / s | {laser['pairs_per_s']:.2f} |" in tables
     assert f"| warm cache | {superb['rows'][2]['ms_per_batch']:,.1f} |" in tables
+
+
+def test_dry_run_recipes_step(dry_run):
+    """The recipes step ran a recipe under torchrun --nproc_per_node=1 with gloo on the CPU."""
+    out, results = dry_run
+    step = results["steps"]["recipes"]
+    assert step["settings"]["backend"] == "gloo" and step["settings"]["device"] == "cpu"
+    rows = {row["name"]: row for row in step["rows"]}
+    assert set(rows) == set(gpu_check.DRY_RUN_RECIPES) == {"template_mini@torchrun"}
+    row = rows["template_mini@torchrun"]
+    assert row["status"] == "pass" and row["first_error"] == "", row
+    assert row["launcher"] == "torchrun" and row["imported_absent_from_gpu_image"] == []
+    for option in ("--nproc_per_node=1", "--distributed_backend=gloo", "--device=cpu"):
+        assert option in row["command"]
+    tables = (out / "tables.md").read_text()
+    assert "| template_mini@torchrun | torchrun | fp32 | pass |" in tables
+    # the recipes' pass/fail comes first, right after the step table
+    assert tables.index("Every registered recipe") < tables.index("Triton kernels")
+
+
+def _full_scale_precision(hparams):
+    from ruamel.yaml import YAML
+
+    path = REPO / hparams
+    while True:
+        data = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
+        if "precision" in data:
+            return str(data["precision"])
+        if "inherit" not in data:
+            return "fp32"  # SpeechBrain's default
+        path = (path.parent / str(data["inherit"])).resolve()
+
+
+def test_recipe_cases_cover_the_registry_at_full_scale_precision():
+    import yaml
+
+    entries = yaml.safe_load((REPO / "recipes" / "registry.yaml").read_text())
+    cases = {c["name"]: c for c in gpu_check.recipe_cases()}
+    runs = [e for e in entries if e["mode"] == "run"]
+    assert set(cases) == {e["name"] for e in runs} | {"laser_mini@torchrun"}
+    for entry in entries:
+        if entry["mode"] == "load":  # each full-scale file's precision is its run entry's
+            assert cases[entry["covered_by"]]["precision"] == _full_scale_precision(
+                entry["hparams"]
+            ), entry["name"]
+    assert cases["laser_mini"]["precision"] == "bf16"  # LASER's release: bf16 autocast
+    places = {"mini": "/m", "tmp": "/t", "tiny_hubert": "/h", "tiny_wavlm": "/w"}
+    places["tiny_wav2vec2"] = "/v"
+    command = gpu_check.recipe_command(cases["laser_mini@torchrun"], places, dry_run=False)
+    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
+    assert command[-4:] == [
+        "--device=cuda",
+        "--precision=bf16",
+        "--noprogressbar",
+        "--distributed_backend=nccl",
+    ]
+    assert "--data_folder=/m/LibriSpeech" in command
+    plain = gpu_check.recipe_command(cases["dino_mini"], places, dry_run=False)
+    assert plain[:3] == [sys.executable, str(REPO / "bench" / "gpu_check.py"), "--recipe-wrapper"]
+    assert "--precision=fp16" in plain and "--device=cuda" in plain
+
+
+def test_failing_and_stalling_recipes_report_their_first_error(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("print('step 1')\nraise KeyError('lexicon_file')\n")
+    stalled = tmp_path / "stalled.py"
+    stalled.write_text("import time\ntime.sleep(60)\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    rows = []
+    for script, budget in ((broken, 30), (stalled, 2)):
+        case = {
+            "name": script.stem,
+            "script": str(script),
+            "hparams": str(script),
+            "overrides": {"output_folder": "{tmp}"},
+            "expect_files": [],
+            "precision": "fp16",
+            "launcher": "python",
+        }
+        places = {"tmp": tmp_path / script.stem}
+        rows.append(gpu_check.run_recipe(case, places, True, budget, tmp_path, env))
+    assert rows[0]["status"] == "fail"
+    assert rows[0]["first_error"] == "KeyError: 'lexicon_file'"
+    assert rows[1]["status"] == "timed out" and rows[1]["s"] < 10
+    tables = "\n".join(gpu_check._recipe_tables({"settings": {}, "rows": rows}))
+    assert "| broken | python | fp16 | fail |" in tables and "KeyError: 'lexicon_file' |" in tables
+
+
+def test_first_error_line():
+    traceback = (
+        "Traceback (most recent call last):\n  File x\nKeyError: 'a'\n"
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n"
+    )
+    assert gpu_check.first_error_line(traceback) == "KeyError: 'a'"
+    assert gpu_check.first_error_line("torch.OutOfMemoryError: CUDA out of memory") == (
+        "torch.OutOfMemoryError: CUDA out of memory"
+    )
+    assert (
+        gpu_check.first_error_line("step 1\nfatal error: disk full\n") == "fatal error: disk full"
+    )
+    assert gpu_check.first_error_line("") == ""
 
 
 def test_step_past_its_budget_is_stopped_and_results_kept(tmp_path):

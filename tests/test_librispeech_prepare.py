@@ -191,6 +191,26 @@ def test_cli(corpus, tmp_path, capsys):
         prep_module.main([str(tmp_path / "nowhere"), str(tmp_path / "cli")])
 
 
+def test_cli_spellings_and_error_wording(corpus, tmp_path, capsys):
+    """Both spellings of every option work (data_prep.cli); an error names the CLI's option."""
+    lexicon = corpus / "librispeech-lexicon.txt"
+    for spelling in ("--lexicon-file", "--lexicon_file"):
+        out = tmp_path / spelling
+        prep_module.main(
+            [str(corpus), str(out), "--splits", "test-clean", spelling, str(lexicon),
+             "--num_workers", "1", "--min-samples", "400"]
+        )  # fmt: skip
+        assert _read_csv(out / "test-clean.csv")[1:] == _expected_rows(corpus, "test-clean")
+    trans = corpus / "LibriSpeech" / "test-clean" / "61" / "70968" / "61-70968.trans.txt"
+    trans.write_text("61-70968-0000 HELLO QXZWVBNM\n")
+    with pytest.raises(LibriSpeechPrepError, match=r"pass skip_bad_files=True\.$"):
+        prepare_librispeech(corpus, tmp_path / "py", splits=["test-clean"])  # Python's wording
+    with pytest.raises(
+        SystemExit, match=r"No pronunciation for QXZWVBNM.*pass --skip-bad-files\.$"
+    ):
+        prep_module.main([str(corpus), str(tmp_path / "cli"), "--splits", "test-clean"])
+
+
 def test_module_doctests():
     result = doctest.testmod(prep_module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import require_oracle
 from scipy.spatial import distance
 
 from lasersb.metrics.qbe import read_stdlist
@@ -14,7 +15,7 @@ from lasersb.qbe import (
     write_stdlist,
 )
 
-dtw_python = pytest.importorskip("dtw", reason="dtw-python (requirements-dev.txt) is the reference")
+dtw_python = require_oracle("dtw")  # the reference (requirements-dev.txt)
 
 
 def _s3prl_match(query, doc, method):

@@ -24,7 +24,12 @@ def _one_thread():
 def test_master64_state_dict_layout_and_loading(tmp_path):
     model = Demucs(**MASTER64_CONFIG)
     state = model.state_dict()
-    # The names and shapes of facebookresearch/denoiser's master64 (hidden 64, depth 5, causal).
+    # The names and shapes of facebookresearch/denoiser's master64. Source: the release's
+    # denoiser/pretrained.py builds master64 as ``Demucs(hidden=64)`` with every other argument at
+    # denoiser/demucs.py's defaults (chin 1, chout 1, depth 5, kernel_size 8, stride 4, causal,
+    # resample 4, growth 2, glu): encoder i is Conv1d(c_in, h_i, 8), ReLU, Conv1d(h_i, 2 h_i, 1),
+    # GLU with h_i = 64 * 2**i; decoder i mirrors it with ConvTranspose1d(h_i, c_out, 8); the
+    # causal model has a 2-layer unidirectional LSTM of width 1024 and no BLSTM linear.
     expected = {
         "encoder.0.0.weight": (64, 1, 8),
         "encoder.0.2.weight": (128, 64, 1),
@@ -38,8 +43,20 @@ def test_master64_state_dict_layout_and_loading(tmp_path):
     for name, shape in expected.items():
         assert tuple(state[name].shape) == shape, name
     assert not any(name.startswith("lstm.linear") for name in state)  # causal: no BLSTM linear
-    assert len(state) == 48
-    assert sum(v.numel() for v in state.values()) == 33_533_569
+    assert len(state) == 48  # 5 x (2 encoder + 2 decoder convs) x (weight, bias) + LSTM's 8
+    # The parameter count of that layout, from the release's layer list above (33,533,569).
+    hidden = [64 * 2**i for i in range(5)]
+    below = [1, *hidden[:-1]]  # input channels of encoder i = output channels of decoder i
+    convs = sum(
+        (c * h * 8 + h)
+        + (h * 2 * h + 2 * h)  # encoder i
+        + (h * 2 * h + 2 * h)
+        + (h * c * 8 + c)  # decoder i
+        for h, c in zip(hidden, below)
+    )
+    lstm = 2 * (4 * 1024 * (1024 + 1024) + 2 * 4 * 1024)  # 2 layers: W_ih, W_hh, b_ih, b_hh
+    assert convs + lstm == 33_533_569
+    assert sum(v.numel() for v in state.values()) == convs + lstm
     # A released-style plain state dict loads strictly through pretrained_path.
     path = tmp_path / "master64.th"
     torch.save(state, path)

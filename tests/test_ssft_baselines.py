@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import require_oracle
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "LibriSpeech" / "ssft"
@@ -83,7 +84,7 @@ def _vowel(f0=120.0, formants=((700, 80), (1200, 90), (2500, 120)), seconds=1.2)
 
 
 def _median_f0(y):
-    librosa = pytest.importorskip("librosa")  # a test requirement (requirements-dev.txt)
+    librosa = require_oracle("librosa")  # a test requirement (requirements-dev.txt)
 
     f0, _, _ = librosa.pyin(y, fmin=50, fmax=600, sr=SR, frame_length=1024)
     return float(np.nanmedian(f0))

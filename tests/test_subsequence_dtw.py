@@ -14,10 +14,11 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from conftest import require_oracle
 
 from lasersb.alignment.subsequence_dtw import subsequence_dtw
 
-dtw_python = pytest.importorskip("dtw", reason="dtw-python (requirements-dev.txt) is the reference")
+dtw_python = require_oracle("dtw")  # the reference (requirements-dev.txt)
 
 SETTINGS = [(True, True), (False, True), (True, False), (False, False)]
 
@@ -164,8 +165,8 @@ def test_triton_is_one_launch_per_call(interpreted):
 
 
 def test_triton_refuses_cpu_tensors_without_interpreter():
-    pytest.importorskip("triton")
-    if os.environ.get("TRITON_INTERPRET"):
+    require_oracle("triton")
+    if os.environ.get("TRITON_INTERPRET"):  # a legitimate skip: no GPU, nothing to compare
         pytest.skip("this process runs under the Triton interpreter")
     with pytest.raises(RuntimeError, match="needs CUDA tensors"):
         subsequence_dtw(torch.rand(1, 3, 4), backend="triton")

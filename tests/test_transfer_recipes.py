@@ -2,8 +2,10 @@
 
 The embedding checkpoints are written in the DINO/x-vector recipes' format
 (:func:`lasersb.models.dino.save_embedding_model`) at the mini size, so the recipes exercise the
-"start from a pre-trained DINO / x-vector model" path. The runs are tiny (1 + 1 epochs): they
-check the pipeline, the outputs and the cross-validation bookkeeping, not the accuracies.
+"start from a pre-trained DINO / x-vector model" path. Most runs are tiny (1 + 1 epochs): they
+check the pipeline, the outputs and the cross-validation bookkeeping; ``test_recipe_learns_its_
+mini_task`` trains each recipe longer (4 + 4 epochs) and checks that it learns (training loss
+clearly below chance, the bound taken from several seeds).
 """
 
 import csv
@@ -142,27 +144,49 @@ def test_adress_recipe(schedule, mini_corpus, checkpoints, tmp_path):
         assert len(list(csv.DictReader(handle))) == 8
 
 
-@pytest.mark.parametrize(
-    "recipe, files",
-    [(SER, ("ser.yaml", "ser_mini.yaml")), (AD, ("ad.yaml", "ad_mini.yaml"))],
-)
-def test_every_hparam_is_used(recipe, files):
-    """Each top-level key is read by train.py, the Brain, SpeechBrain, or another key."""
-    from ruamel.yaml import YAML
+def _last_train_loss(train_log: Path) -> float:
+    """The last epoch's ``train loss`` of a SpeechBrain train_log.txt (as a user reads it)."""
+    lines = [ln for ln in train_log.read_text().splitlines() if "train loss:" in ln]
+    return float(lines[-1].split("train loss:")[1].split()[0])
 
-    brain = (REPO / "lasersb" / "brains" / "embedding_classifier.py").read_text()
-    script = (recipe / "train.py").read_text()
-    speechbrain_keys = {"precision", "max_grad_norm", "__set_seed", "inherit"}
-    for name in files:
-        text = (recipe / "hparams" / name).read_text()
-        keys = YAML(typ="rt").load(text).keys()
-        parent = (recipe / "hparams" / files[0]).read_text()
-        for key in keys:
-            used = (
-                key in speechbrain_keys
-                or f'"{key}"' in script
-                or f"hparams.{key}" in brain
-                or f'"{key}"' in brain
-                or f"<{key}>" in parent
-            )
-            assert used, f"{name}: {key} is not used"
+
+# Each recipe learns its mini task from a random initialisation (single stage, 4 + 4 epochs;
+# IEMOCAP with a single-stage lr of 0.005): its last training loss falls clearly below chance
+# (the cross-entropy of a uniform guess, ln C). Measured (2026-12-05, these settings):
+# ADReSS seeds 0, 1, 2: 0.380, 0.493, 0.484 (chance ln 2 = 0.693); IEMOCAP fold 1, seeds 0, 1, 2
+# and the file's 1986: 0.869, 0.724, 0.944, 1.03 (chance ln 4 = 1.386; at the mini file's lr
+# 0.001 it stays near chance, 1.09-1.33). The bounds sit about halfway between the worst seed
+# and chance. (The 8 mini test utterances stay at chance: too few to generalise from.)
+LEARNING = {
+    "adress": (AD, "ad_mini.yaml", "ADReSS", 2, 0.60, []),
+    "iemocap": (SER, "ser_mini.yaml", "IEMOCAP", 4, 1.21, ["--single_stage_lr=0.005"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LEARNING))
+def test_recipe_learns_its_mini_task(name, mini_corpus, tmp_path):
+    import math
+
+    recipe_dir, hparams, corpus, classes, bound, extra = LEARNING[name]
+    recipe = _load(recipe_dir, f"{name}_learning")
+    argv = [
+        str(recipe_dir / "hparams" / hparams),
+        f"--data_folder={mini_corpus / corpus}",
+        "--embedding_checkpoint=null",
+        f"--output_folder={tmp_path}",
+        "--schedule=single_stage",
+        "--stage1_epochs=4",
+        "--stage2_epochs=4",
+        "--device=cpu",
+        "--noprogressbar",
+        *extra,
+    ]
+    if name == "iemocap":
+        argv += [f"--noise_folder={mini_corpus / 'DEMAND'}", "--fold=1"]
+        argv += ["--noise_prob=0.0", "--reverb_prob=0.0"]
+    results = recipe.main(argv)
+    log = tmp_path / ("fold1" if name == "iemocap" else "") / "train_log.txt"
+    chance = math.log(classes)
+    classes_seen = results["folds"]["1"]["report"] if name == "iemocap" else results["report"]
+    assert len(classes_seen["classes"]) == classes
+    assert _last_train_loss(log) <= bound < chance

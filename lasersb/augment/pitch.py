@@ -62,8 +62,9 @@ def phase_vocoder(
     identity phase locking (Laroche & Dolson, 1999): every bin advances with the instantaneous
     frequency measured at its nearest spectral peak (one cumulative sum, no per-frame loop)
     and keeps its analysis phase offset to that peak. Without it the bins of one partial drift
-    apart and cancel: a stationary harmonic tone stretched by 0.89 loses up to ~90 % of its
-    energy (so does torchaudio's vocoder); with it the energy is kept within 1-3 %.
+    apart and cancel: harmonic tones of 100-250 Hz stretched by 0.89 lose 52-74 % of their
+    energy (so does torchaudio's vocoder, to the same digits); with it they keep 98.6-99 %
+    (n_fft 512, hop 128; tests/test_augment.py).
 
     Example
     -------
