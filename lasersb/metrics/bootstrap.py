@@ -20,6 +20,9 @@ so the two give the same interval (``tests/test_bootstrap.py`` holds it to that)
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import numpy as np
 
 
@@ -147,3 +150,96 @@ def paired_bootstrap_change(
         return result  # resamples where the baseline makes no error: no interval
     result.update(low=float(low), high=float(high), contains_zero=bool(low <= 0.0 <= high))
     return result
+
+
+UTTERANCE_ERRORS_HEADER = ("ID", "edits", "ref_tokens")
+
+
+def write_utterance_errors(details, path) -> Path:
+    """Write per-utterance edit counts and reference lengths (the bootstrap's input) as CSV.
+
+    Arguments
+    ---------
+    details : list of dict
+        From :func:`speechbrain.utils.edit_distance.wer_details_by_utterance` (``key``,
+        ``num_edits``, ``num_ref_tokens``).
+    path : str or Path
+        The CSV file (``ID,edits,ref_tokens``; one row per utterance).
+
+    Returns
+    -------
+    Path
+
+    Example
+    -------
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "u.csv"
+    >>> _ = write_utterance_errors([{"key": "u1", "num_edits": 2, "num_ref_tokens": 7}], f)
+    >>> read_utterance_errors(f)
+    {'u1': (2, 7)}
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(UTTERANCE_ERRORS_HEADER)
+        for item in details:
+            writer.writerow([item["key"], int(item["num_edits"]), int(item["num_ref_tokens"])])
+    return path
+
+
+def read_utterance_errors(path) -> dict:
+    """``{utterance id: (edits, reference tokens)}`` from :func:`write_utterance_errors`'s CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: the run predates per-utterance outputs; rerun its evaluation "
+            "(train.py ... --test_only) to write it"
+        )
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = tuple(next(reader, ()))
+        if header != UTTERANCE_ERRORS_HEADER:
+            raise ValueError(f"{path}: expected the header {','.join(UTTERANCE_ERRORS_HEADER)}")
+        return {row[0]: (int(row[1]), int(row[2])) for row in reader if row}
+
+
+def aligned_edits(baseline_runs, system_runs):
+    """Arrays for :func:`paired_bootstrap_change` from per-seed ``{id: (edits, ref)}`` dicts.
+
+    Arguments
+    ---------
+    baseline_runs, system_runs : list of dict
+        One :func:`read_utterance_errors` dict per seed of each system.
+
+    Returns
+    -------
+    tuple
+        ``(baseline (seeds, n), system (seeds, n), ref_lengths (n,))`` over the utterances in
+        sorted id order.
+
+    Example
+    -------
+    >>> b, s, r = aligned_edits([{"a": (1, 4), "b": (0, 2)}], [{"b": (1, 2), "a": (0, 4)}])
+    >>> b.tolist(), s.tolist(), r.tolist()
+    ([[1.0, 0.0]], [[0.0, 1.0]], [4.0, 2.0])
+    """
+    runs = [*baseline_runs, *system_runs]
+    ids = sorted(runs[0])
+    for run in runs[1:]:
+        if set(run) != set(ids):
+            missing = sorted(set(ids) ^ set(run))[:5]
+            raise ValueError(
+                "The runs were not scored on the same utterances (e.g. "
+                + ", ".join(missing)
+                + "): compare runs of the same test split and manifest"
+            )
+    refs = np.array([runs[0][i][1] for i in ids], dtype=np.float64)
+    for run in runs[1:]:
+        if any(run[i][1] != runs[0][i][1] for i in ids):
+            raise ValueError("The runs have different reference lengths for the same utterances")
+    stack = [
+        np.array([[run[i][0] for i in ids] for run in group], dtype=np.float64)
+        for group in (baseline_runs, system_runs)
+    ]
+    return stack[0], stack[1], refs
