@@ -100,9 +100,10 @@ def test_report_mtwv_zero_baseline_notes_and_errors(tmp_path, capsys):
     assert main([*argv, "--output", str(out)]) == 0
     lines = out.read_text().splitlines()
     assert lines[3] == "| LASER | 0.0200 | - |"  # relative to an MTWV of 0: undefined
-    assert lines[-1] == (
+    assert lines[-2] == (
         "- QbE: QUESST 2014 MTWV (higher is better) of layer -1 (the last) of every upstream"
     )
+    assert lines[-1] == "- Environment: not recorded (runs older than environment.json)"
     other = _write_qbe(tmp_path / "m", "m", {"eval": 0.03}, layer=6)
     text = render_table(collect_results([base, other]))
     assert "0.0300" in text
