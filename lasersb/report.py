@@ -43,7 +43,8 @@ RESULTS_FILE = "results.json"
 QBE_SUMMARY_FILE = "qbe_summary.json"
 SWEEP_FILE = "sweep.json"
 RESULT_FILES = (SWEEP_FILE, RESULTS_FILE, QBE_SUMMARY_FILE)
-DEFAULT_SPLITS = ("test-clean", "test-other", "eval")
+DEFAULT_SPLITS = ("test-clean", "test-other", "eval", "eval (last layer)")
+LAST_LAYER = " (last layer)"  # QbE --layer=all: the last layer's split beside the chosen one
 TASK_ORDER = ("pr", "asr", "qbe")
 TASK_NAMES = {"pr": "PR", "asr": "ASR", "qbe": "QbE"}
 GENERIC_FOLDER_NAMES = {"upstream_hf", "upstream", "hf", "save", "export", "model"}
@@ -171,6 +172,10 @@ def qbe_results(summary: dict, path) -> dict:
     >>> r["task"], r["metric"], r["layer"], r["eval"]["mtwv"]
     ('qbe', 'MTWV', -1, 0.07)
     """
+    # --layer=all: the dev-chosen layer's splits, the last layer's, and the selection.
+    last = summary.get("last_layer") or {}
+    selection = summary.get("layer_selection")
+    summary = {k: v for k, v in summary.items() if k not in ("last_layer", "layer_selection")}
     splits = {k: v for k, v in summary.items() if isinstance(v, dict)}
     if not splits or not all("mtwv" in m for m in splits.values()):
         raise ValueError(
@@ -183,7 +188,9 @@ def qbe_results(summary: dict, path) -> dict:
         "metric": "MTWV",
         "upstream": first.get("upstream"),
         "layer": first.get("layer"),
+        "layer_selection": selection,
         **splits,
+        **{f"{split}{LAST_LAYER}": metrics for split, metrics in last.items()},
     }
 
 
@@ -643,18 +650,28 @@ def qbe_notes(results: list[dict]) -> list[str]:
     ...                   {"name": "b", "task": "qbe", "layer": -1}]))
     - QbE: QUESST 2014 MTWV (higher is better) of layer -1 (the last) of every upstream
     """
-    layers = {run["name"]: run.get("layer") for run in results if run["task"] == "qbe"}
+    runs = {run["name"]: run for run in results if run["task"] == "qbe"}
+    layers = {name: run.get("layer") for name, run in runs.items()}
     if not layers:
         return []
 
-    def describe(layer):
+    def describe(run):
+        layer, selection = run.get("layer"), run.get("layer_selection")
+        if selection:
+            return f"layer {layer} (best {selection['split']} MTWV of layers 0-{selection['last']})"
         return f"layer {layer} (the last)" if layer == -1 else f"layer {layer}"
 
-    if len(set(layers.values())) == 1:
-        layer = describe(next(iter(layers.values())))
-        return [f"- QbE: QUESST 2014 MTWV (higher is better) of {layer} of every upstream"]
-    per = ", ".join(f"{name}: {describe(layer)}" for name, layer in layers.items())
-    return [f"- QbE: QUESST 2014 MTWV (higher is better); {per}"]
+    described = {name: describe(run) for name, run in runs.items()}
+    last = (
+        "; the last layer's beside it"
+        if any(r.get("layer_selection") for r in runs.values())
+        else ""
+    )
+    if len(set(described.values())) == 1:
+        layer = next(iter(described.values()))
+        return [f"- QbE: QUESST 2014 MTWV (higher is better) of {layer} of every upstream{last}"]
+    per = ", ".join(f"{name}: {text}" for name, text in described.items())
+    return [f"- QbE: QUESST 2014 MTWV (higher is better); {per}{last}"]
 
 
 def main(argv=None) -> int:

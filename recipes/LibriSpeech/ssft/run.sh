@@ -19,7 +19,9 @@
 #   4  SUPERB ASR likewise
 #   5  SUPERB QbE on QUESST 2014 likewise (recipes/QUESST14/qbe/evaluate.py; no training): the
 #      last layer by default (--qbe_layer -1, as the LASER/SCORE releases ran s3prl's
-#      quesst14_dtw); needs --quesst_folder on real data, and is skipped (logged) without it
+#      quesst14_dtw); --qbe_layers all scores every layer from one forward pass per utterance
+#      and reports the dev-selected layer's eval MTWV (SUPERB's leaderboard) beside the last
+#      layer's; needs --quesst_folder on real data, and is skipped (logged) without it
 #   6  results table (Markdown): PER, WER, QbE MTWV (eval), relative change against the original
 #      (positive = better: lower PER/WER, higher MTWV), fine-tuning time (GPU-hours on CUDA,
 #      wall-clock hours otherwise, as stated in the table); with --lr_grid or several --seeds
@@ -58,6 +60,7 @@ option exp "" "output folder (default: results/laser_run, laser_mini_run with --
 option tasks "pr asr qbe" "SUPERB tasks of stages 3 (pr), 4 (asr), 5 (qbe) and the table"
 option quesst_folder "" "quesst14Database folder for qbe (--mini: the mini corpus's QUESST14)"
 option qbe_layer -1 "hidden state for QbE: -1 = last (the LASER/SCORE releases, s3prl -l -1)"
+option qbe_layers "" "all: every layer from one pass; best dev layer's MTWV beside the last's"
 option qbe_args "" "\"--key=value ...\" passed to every QbE run"
 option superb_args "" "\"--key=value ...\" passed to every SUPERB PR/ASR run"
 option lr_grid "" "PR/ASR rates to search per upstream, e.g. \"1e-4 1e-3 1e-2\" (empty: the releases')"
@@ -73,6 +76,11 @@ for task in $tasks; do
         *) echo "--tasks takes pr, asr and/or qbe (e.g. --tasks \"pr asr qbe\"), got $task" >&2; exit 1 ;;
     esac
 done
+case "$qbe_layers" in
+    "") ;;
+    all) qbe_layer=all ;;
+    *) echo "--qbe_layers takes 'all' (one layer: --qbe_layer N), got '$qbe_layers'" >&2; exit 1 ;;
+esac
 cd "$repo_root"
 recipe=recipes/LibriSpeech/ssft
 pr_hparams=recipes/SUPERB/pr/hparams/pr.yaml
