@@ -15,7 +15,7 @@
 #      the rate on dev-clean; then one run per --seeds entry. The frozen upstream's hidden
 #      states are computed once per utterance and shared by PR, ASR, every rate and every seed
 #      (the feature cache, --feature_cache_folder; float32 ~2 MB per second of audio for a
-#      base-size upstream: ~840 GB for train-clean-100 + dev/test, half with float16)
+#      base-size upstream: ~800 GB for train-clean-100 + dev/test-clean, half with float16)
 #   4  SUPERB ASR likewise
 #   5  SUPERB QbE on QUESST 2014 likewise (recipes/QUESST14/qbe/evaluate.py; no training): the
 #      last layer by default (--qbe_layer -1, as the LASER/SCORE releases ran s3prl's
