@@ -6,6 +6,7 @@ keyed by the upstream's checksum. An ASR sweep on the same cache then runs it on
 at all. The sweep's choice of rate, its files, and the report read back from them are checked.
 """
 
+import hashlib
 import json
 import runpy
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lasersb.environment import git_state
 from lasersb.metrics.bootstrap import read_utterance_errors
 from lasersb.models.upstream import SSLUpstream
 from lasersb.report import collect_results, render_table
@@ -99,7 +101,12 @@ def test_sweep_picks_the_best_dev_rate_and_trains_every_seed_with_it(sweeps):
         hparams = (out / "pr" / f"seed_{seed}" / "hyperparams.yaml").read_text()
         assert f"\nseed: {seed}\n" in hparams and f"\nlr: {sweep['lr']}\n" in hparams
         env = json.loads((out / "pr" / f"seed_{seed}" / "environment.json").read_text())
-        assert env["upstream_weights_sha256"] and env["hparams_sha256"]
+        weights = Path(env["upstream_source"]) / "model.safetensors"
+        assert env["upstream_weights_sha256"] == {
+            "model.safetensors": hashlib.sha256(weights.read_bytes()).hexdigest()
+        }
+        assert env["hparams_sha256"] == hashlib.sha256(hparams.encode()).hexdigest()
+        assert env["commit"] == git_state(ROOT)["commit"] and env["world_size"] == 1
     # The report reads the sweep as one row: mean ± std over the 2 seeds, the chosen rate.
     runs = collect_results([out / "pr", out / "asr"], names=["tiny", "tiny"])
     table = render_table(runs).splitlines()
