@@ -90,7 +90,7 @@ def _cells(line):
 @pytest.mark.slow
 def test_run_sh_mini_lr_grid_and_seeds(three_methods, tmp_path):
     """``run.sh --mini --lr_grid "1e-3 1e-2" --seeds "1 2"`` on a copy of the three-method run's
-    fine-tuned upstreams (SSFT and QbE found done): per upstream, a rate searched on dev-clean,
+    folder, from stage 3 (its data, SSFT and export are done; QbE is found done): per upstream, a rate searched on dev-clean,
     two seeded PR heads; the table prints the chosen rate, mean ± std (n=2), the paired
     bootstrap interval (recomputed here from the per-utterance files) and the environment."""
     _, shared, env = three_methods
@@ -98,7 +98,7 @@ def test_run_sh_mini_lr_grid_and_seeds(three_methods, tmp_path):
     shutil.copytree(shared, exp, ignore=shutil.ignore_patterns("pr", "asr", "feature_cache"))
     cmd = [
         "bash", "recipes/LibriSpeech/ssft/run.sh", "--mini", "--lr_grid", "1e-3 1e-2",
-        "--seeds", "1 2", "--exp", str(exp), "--tasks", "pr qbe",
+        "--seeds", "1 2", "--exp", str(exp), "--tasks", "pr qbe", "--stage", "3",
         "--superb_args", "--optimizer_step_limit=4 --train_max_utterances=8 --number_of_epochs=2",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
