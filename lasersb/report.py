@@ -376,11 +376,15 @@ def _utterance_errors(run: dict, split: str) -> list[dict] | None:
 def change_interval(base_run, run, split, n_resamples=9999, rng=0) -> dict | None:
     """Paired bootstrap interval of the relative change of ``run`` against ``base_run``.
 
-    Error rates only (``None`` for other metrics or when per-utterance edit counts are
-    missing); see :func:`lasersb.metrics.bootstrap.paired_bootstrap_change`.
+    Error rates: utterances (and seeds) resampled,
+    :func:`lasersb.metrics.bootstrap.paired_bootstrap_change`; QbE MTWV: queries resampled,
+    :func:`~lasersb.metrics.bootstrap.paired_bootstrap_mtwv_change`. ``None`` when the
+    per-utterance (per-query) files are missing or the metric has no such files.
     """
     from lasersb.metrics.bootstrap import aligned_edits, paired_bootstrap_change
 
+    if run["task"] == "qbe":
+        return _mtwv_interval(base_run, run, split, n_resamples, rng)
     if metric_spec(run["metric"]).key != "error_rate":
         return None
     base, system = _utterance_errors(base_run, split), _utterance_errors(run, split)
@@ -388,6 +392,31 @@ def change_interval(base_run, run, split, n_resamples=9999, rng=0) -> dict | Non
         return None
     arrays = aligned_edits(base, system)
     return paired_bootstrap_change(*arrays, n_resamples=n_resamples, rng=rng)
+
+
+def _qbe_trials_file(run: dict, split: str) -> Path:
+    """The ``trials.npz`` of a QbE run's split (``--layer=all``: of the layer it reports)."""
+    folder = Path(run["_path"]).parent
+    selection = run.get("layer_selection")
+    if split.endswith(LAST_LAYER):
+        split = split[: -len(LAST_LAYER)]
+        folder = folder / f"layer_{selection['last']}"
+    elif selection:
+        folder = folder / f"layer_{selection['selected']}"
+    return folder / split / "trials.npz"
+
+
+def _mtwv_interval(base_run, run, split, n_resamples, rng) -> dict | None:
+    """Paired bootstrap (over queries) of the relative MTWV change; ``None`` without trials."""
+    import numpy as np
+
+    from lasersb.metrics.bootstrap import paired_bootstrap_mtwv_change
+
+    files = [_qbe_trials_file(r, split) for r in (base_run, run)]
+    if not all(f.is_file() for f in files):
+        return None
+    trials = [dict(np.load(f)) for f in files]
+    return paired_bootstrap_mtwv_change(*trials, n_resamples=n_resamples, rng=rng)
 
 
 def _format_interval(interval) -> str:
@@ -420,7 +449,7 @@ def render_table(
     times : dict, optional
         ``{name: (hours, unit)}`` fine-tuning times (:func:`ssft_time`); adds a last column.
     intervals : bool
-        With a baseline: a ``95 % CI`` column after each relative change of an error rate
+        With a baseline: a ``95 % CI`` column after each relative change
         (:func:`change_interval`; ``n.s.`` when the interval contains 0).
     n_resamples : int
         Bootstrap resamples of each interval.
@@ -499,7 +528,7 @@ def render_table(
         if baseline is not None:
             header.append(f"rel. to {baseline}")
             align.append("---:")
-            if intervals and metric_spec(metrics[task]).key == "error_rate":
+            if intervals:
                 header.append("95 % CI")
                 align.append("---:")
     if times is not None:
@@ -521,7 +550,7 @@ def render_table(
                 base = table[baseline].get(key)
                 rel = _format_rel(value, base, spec.higher_is_better)
                 cells.append("-" if name == baseline else rel)
-                if intervals and spec.key == "error_rate":
+                if intervals:
                     interval = None
                     if name != baseline and value is not None and base is not None:
                         base_run = runs_of[baseline][task]
@@ -569,8 +598,8 @@ def protocol_notes(results: list[dict], intervals: bool = False, n_resamples: in
     if intervals:
         notes.append(
             "- 95 % CI: paired bootstrap of the relative change over the test utterances "
-            f"(and over each upstream's seeds), {n_resamples} resamples; n.s.: the interval "
-            "contains 0 (no evidence of a change)"
+            f"(and over each upstream's seeds; QbE: over the queries), {n_resamples} resamples; "
+            "n.s.: the interval contains 0 (no evidence of a change)"
         )
     return notes
 

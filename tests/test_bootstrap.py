@@ -83,3 +83,53 @@ def test_seeds_are_resampled_and_widen_the_interval():
 def test_mismatched_utterances_are_an_error():
     with pytest.raises(ValueError, match="same utterances"):
         paired_bootstrap_change([1, 2, 3], [1, 2], [4, 4, 4])
+
+
+def _qbe_system(seed, truth):
+    """Scores of a QbE system: targets shifted up by ``seed``-dependent noise."""
+    rng = np.random.default_rng(seed)
+    return {
+        (q, d): float(rng.normal(1.5 if (q, d) in truth.targets else 0.0, 1.0))
+        for q in truth.queries
+        for d in truth.documents
+    }
+
+
+def test_mtwv_interval_equals_scipy_over_queries(tmp_path):
+    from lasersb.metrics.bootstrap import paired_bootstrap_mtwv_change, write_qbe_trials
+    from lasersb.metrics.qbe import QbEGroundTruth, qbe_metrics
+
+    rng = np.random.default_rng(0)
+    queries, docs = [f"q{i}" for i in range(30)], [f"d{j}" for j in range(40)]
+    targets = {(q, d) for q in queries for d in docs if rng.random() < 0.08}
+    truth = QbEGroundTruth(queries, docs, targets)
+    trials = []
+    for name, seed in (("base", 1), ("system", 2)):
+        scores = _qbe_system(seed, truth)
+        path = write_qbe_trials(tmp_path / f"{name}.npz", scores, truth)
+        trials.append((dict(np.load(path)), qbe_metrics(scores, truth)["mtwv"]))
+    ours = paired_bootstrap_mtwv_change(trials[0][0], trials[1][0], n_resamples=500, rng=7)
+    # On all queries: the MTWVs qbe_metrics computes.
+    assert ours["change"] == pytest.approx((trials[1][1] - trials[0][1]) / trials[0][1], rel=1e-9)
+
+    def change(index):  # scipy hands over resampled query indices
+        values = []
+        for data, _ in trials:
+            keep = np.isin(data["query_index"], index)  # rebuild the resampled trial set
+            counts = np.bincount(index, minlength=len(data["n_true"]))
+            s, y, qi = data["scores"], data["targets"], data["query_index"]
+            w = np.where(y, 1 / data["n_true"][qi], -12.49 / (40 - data["n_true"][qi]))
+            w = w * counts[qi] / len(index)
+            order = np.argsort(-s[keep], kind="stable")
+            cum = np.cumsum(w[keep][order])
+            tie_end = np.r_[s[keep][order][1:] != s[keep][order][:-1], True]
+            values.append(max(cum[tie_end].max(), 0.0))
+        return (values[1] - values[0]) / values[0]
+
+    theirs = stats.bootstrap(
+        (np.arange(len(trials[0][0]["n_true"])),), change, vectorized=False,
+        method="percentile", n_resamples=500, rng=np.random.default_rng(7),
+    )  # fmt: skip
+    low, high = theirs.confidence_interval
+    assert ours["low"] == pytest.approx(low, rel=1e-9) and ours["high"] == pytest.approx(high)
+    assert ours["contains_zero"] == (low <= 0 <= high)

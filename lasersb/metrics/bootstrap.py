@@ -243,3 +243,118 @@ def aligned_edits(baseline_runs, system_runs):
         for group in (baseline_runs, system_runs)
     ]
     return stack[0], stack[1], refs
+
+
+def write_qbe_trials(path, scores, truth, default_score=-10.0) -> Path:
+    """Write a QbE split's per-query trials (the MTWV bootstrap's input) as ``.npz``.
+
+    Arguments
+    ---------
+    path : str or Path
+        The ``.npz`` file.
+    scores : dict
+        ``(query, document) -> score`` as scored (:func:`lasersb.metrics.qbe.qbe_metrics`).
+    truth : lasersb.metrics.qbe.QbEGroundTruth
+        The ground truth.
+    default_score : float
+        Score of unscored trials.
+
+    Returns
+    -------
+    Path
+        Holding ``scores``, ``targets``, ``query_index`` (one entry per trial of the queries
+        with an occurrence), ``n_true`` (per query), ``n_docs`` and ``queries`` (their ids).
+    """
+    from lasersb.metrics.qbe import _trial_arrays
+
+    s, y, qi, _, n_true, _ = _trial_arrays(scores, truth, default_score, None)
+    queries = [q for q in truth.queries if any(t[0] == q for t in truth.targets)]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path, scores=s, targets=y, query_index=qi, n_true=n_true,
+        n_docs=len(truth.documents), queries=np.array(queries),
+    )  # fmt: skip
+    return path
+
+
+class _ResampledMTWV:
+    """MTWV of a system's trials for per-query resample counts (one sort, then cumsums)."""
+
+    def __init__(self, trials, beta):
+        s, y, qi = trials["scores"], trials["targets"], trials["query_index"]
+        n_true, n_docs = trials["n_true"], float(trials["n_docs"])
+        self.n_queries = len(n_true)
+        weight = np.where(y, 1.0 / n_true[qi], -beta / (n_docs - n_true[qi]))
+        order = np.argsort(-s, kind="stable")
+        s_sorted = s[order]
+        self.weight, self.query = weight[order], qi[order]
+        self.last_of_tie = np.r_[s_sorted[1:] != s_sorted[:-1], True]
+
+    def __call__(self, counts):
+        """``counts``: ``(B, Q)`` times each query is drawn; returns ``(B,)`` MTWV."""
+        w = counts[:, self.query] * self.weight / self.n_queries
+        best = np.cumsum(w, axis=1)[:, self.last_of_tie].max(axis=1)
+        return np.maximum(best, 0.0)  # no YES at all: TWV 0
+
+
+def paired_bootstrap_mtwv_change(
+    baseline_trials, system_trials, n_resamples=9999, confidence_level=0.95, rng=None, batch=None
+) -> dict:
+    """Percentile bootstrap interval of the relative MTWV change, queries resampled in pairs.
+
+    MTWV is the best threshold's term-weighted value averaged over queries, so each resample
+    draws the queries (the same ones for both systems, as scipy's paired bootstrap draws
+    indices) and recomputes both MTWVs; the change is ``(M_system - M_baseline) / M_baseline``
+    (positive: the system is better).
+
+    Arguments
+    ---------
+    baseline_trials, system_trials : Mapping
+        :func:`write_qbe_trials` contents (``numpy.load``) of the same split and ground truth.
+    n_resamples, confidence_level, rng, batch
+        As :func:`paired_bootstrap_change`.
+
+    Returns
+    -------
+    dict
+        ``change``, ``low``, ``high``, ``contains_zero``, ``confidence_level``, ``n_resamples``,
+        ``queries``; ``None`` values when the baseline's MTWV is 0.
+    """
+    from lasersb.metrics.qbe import twv_beta
+
+    queries = [list(t["queries"]) for t in (baseline_trials, system_trials)]
+    if queries[0] != queries[1]:
+        raise ValueError("The QbE runs were not scored on the same queries: compare one split")
+    beta = twv_beta()
+    systems = [_ResampledMTWV(t, beta) for t in (baseline_trials, system_trials)]
+    q = systems[0].n_queries
+    full = [float(m(np.ones((1, q)))[0]) for m in systems]
+    result = {
+        "change": None if full[0] == 0 else (full[1] - full[0]) / full[0],
+        "low": None,
+        "high": None,
+        "contains_zero": None,
+        "confidence_level": float(confidence_level),
+        "n_resamples": int(n_resamples),
+        "queries": q,
+    }
+    if result["change"] is None:
+        return result
+    rng = np.random.default_rng(rng)
+    step = int(batch or n_resamples)
+    changes = []
+    for start in range(0, n_resamples, step):
+        size = min(step, n_resamples - start)
+        index = rng.integers(0, q, (size, q))  # as scipy's _bootstrap_resample draws them
+        counts = np.zeros((size, q))
+        np.add.at(counts, (np.arange(size)[:, None], index), 1.0)
+        base, system = (m(counts) for m in systems)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            changes.append((system - base) / base)
+    changes = np.concatenate(changes)
+    alpha = (1.0 - confidence_level) / 2.0
+    low, high = np.quantile(changes, [alpha, 1.0 - alpha])
+    if np.isfinite(low) and np.isfinite(high):
+        result.update(low=float(low), high=float(high), contains_zero=bool(low <= 0.0 <= high))
+    return result

@@ -16,7 +16,8 @@ from the official ground truth (:mod:`lasersb.metrics.qbe`). The steps:
    and resampled to the upstream's rate, ``gain_db`` applied (s3prl: sox ``gain -3``).
 4. Per split: standardised features, DTW scores, per-query standardised scores;
    ``<split>/benchmark.stdlist.xml`` (the file ``score-TWV-Cnxe.sh`` reads),
-   ``<split>/scores/<query>.txt`` (documents by decreasing score), ``<split>/summary.json``.
+   ``<split>/scores/<query>.txt`` (documents by decreasing score), ``<split>/summary.json``,
+   ``<split>/trials.npz`` (per-query trials, for the report's paired bootstrap).
 5. ``qbe_summary.json`` and ``results.md`` with MTWV, ATWV, actual and minimum Cnxe per split.
 
 ``--layer=all`` scores every hidden layer from one forward pass per utterance
@@ -42,6 +43,7 @@ from data_prep.quesst14_prepare import prepare_quesst14
 from lasersb.data.audio import read_audio
 from lasersb.data.feature_cache import FeatureCache
 from lasersb.experiment import setup_experiment
+from lasersb.metrics.bootstrap import write_qbe_trials
 from lasersb.metrics.qbe import QbEGroundTruth, qbe_metrics
 from lasersb.qbe import qbe_scores, standardise_features, standardise_scores, write_stdlist
 
@@ -113,6 +115,8 @@ def evaluate_split(hparams, split, queries, docs, groundtruth, device):
     # rounded as in the XML the official tool reads
     by_pair = {pair: round(float(s), 4) for pair, s in by_pair.items()}
     metrics = qbe_metrics(by_pair, truth, decisions, hparams["default_score"])
+    # Per-query trials: the report's paired bootstrap of the MTWV change reads them.
+    write_qbe_trials(out_dir / "trials.npz", by_pair, truth, hparams["default_score"])
     metrics.update(
         split=split,
         upstream=hparams["upstream_source"],
