@@ -96,6 +96,7 @@ def main(argv=None):
     upstream = build_upstream(args.upstream, work / f"{args.upstream}_hubert")
     counter = [0]
     forward = SSLUpstream.forward
+    params = sum(p.numel() for p in SSLUpstream(str(upstream), trainable_layers=0).parameters())
 
     def counting(self, wavs, wav_lens=None):
         counter[0] += int(wavs.shape[0])
@@ -115,7 +116,6 @@ def main(argv=None):
     finally:
         SSLUpstream.forward = forward
         shutil.rmtree(work, ignore_errors=True)
-    params = sum(p.numel() for p in SSLUpstream(str(upstream), trainable_layers=0).parameters())
     print(
         f"SUPERB PR sweep on the mini corpus: lr grid {args.lr_grid!r} (search runs of "
         f"{max(1, -(-args.steps // 10))} steps), seeds {args.seeds!r}, {args.steps} steps a run; "
