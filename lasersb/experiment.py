@@ -1,8 +1,9 @@
 """Experiment set-up shared by every recipe's ``train.py``.
 
 Keeps the scripts thin: parse the command line as SpeechBrain does, load the hyperparameters
-(following ``inherit:``), create the output folder with the resolved hyperparameters and a log
-file, and pick run options that suit the machine (mixed precision only on CUDA).
+(following ``inherit:``), create the output folder with the resolved hyperparameters, a log
+file and ``environment.json`` (:mod:`lasersb.environment`), and pick run options that suit
+the machine (mixed precision only on CUDA).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import torch
 from speechbrain.utils.distributed import get_rank
 
 from lasersb.config import load_hparams, resolve_hparams_text
-from lasersb.distributed import share_cpu_threads
+from lasersb.distributed import share_cpu_threads, world_size
+from lasersb.environment import write_environment
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +182,14 @@ def setup_experiment(argv):
         script = Path(sys.argv[0])
         if script.suffix == ".py" and script.is_file():
             shutil.copy(script, output_folder / script.name)  # the recipe script that ran
-        (output_folder / "hyperparams.yaml").write_text(
-            resolve_hparams_text(hparams_file, overrides), encoding="utf-8"
+        resolved = resolve_hparams_text(hparams_file, overrides)
+        (output_folder / "hyperparams.yaml").write_text(resolved, encoding="utf-8")
+        # Commit, library versions, device, checksums: what the run's numbers depend on.
+        write_environment(
+            output_folder,
+            hparams_text=resolved,
+            upstream_source=hparams.get("upstream_source"),
+            device=run_opts.device,
+            world_size=world_size(),
         )
     return hparams, run_opts

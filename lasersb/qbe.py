@@ -272,21 +272,26 @@ class FrameEncoder(torch.nn.Module):
         :class:`~lasersb.models.upstream.SSLUpstream`; or ``"fbank"``: s3prl's baseline upstream
         (Kaldi 80-bin log mel filterbank, 25 ms / 10 ms, deltas of order 2 with window 5,
         per-utterance mean and variance normalisation).
-    layer : int
+    layer : int or str
         Index into the upstream's ``L + 1`` hidden states (``-1``: the last layer, s3prl
-        ``-l -1``); ignored for ``"fbank"``.
+        ``-l -1``), or ``"all"``: every hidden state, ``(L + 1, frames, dim)``, from the one
+        forward pass (fbank: ``(1, frames, 240)``); ignored for ``"fbank"`` otherwise.
 
     Example
     -------
     >>> enc = FrameEncoder("fbank")
     >>> enc(torch.randn(16000)).shape
     torch.Size([98, 240])
+    >>> FrameEncoder("fbank", layer="all")(torch.randn(16000)).shape
+    torch.Size([1, 98, 240])
     """
 
     def __init__(self, source, layer=-1):
         super().__init__()
         self.source = str(source)
-        self.layer = int(layer)
+        if str(layer) != "all" and not str(layer).lstrip("-").isdigit():
+            raise ValueError(f"layer must be an integer or 'all', got {layer!r}")
+        self.layer = "all" if str(layer) == "all" else int(layer)
         self.upstream = None
         if self.source != "fbank":
             from lasersb.models.upstream import SSLUpstream
@@ -300,10 +305,14 @@ class FrameEncoder(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, wav):
-        """``(frames, dim)`` float32 features of one ``(T,)`` waveform (batch of one, as s3prl)."""
+        """``(frames, dim)`` float32 features of one ``(T,)`` waveform (batch of one, as s3prl);
+        ``(L + 1, frames, dim)`` with ``layer="all"``."""
         if self.upstream is None:
-            return _fbank_features(wav)
+            feats = _fbank_features(wav)
+            return feats.unsqueeze(0) if self.layer == "all" else feats
         out = self.upstream(wav.unsqueeze(0))
+        if self.layer == "all":
+            return torch.stack([h[0] for h in out.hidden_states]).float()
         return out.hidden_states[self.layer][0].float()
 
 

@@ -116,3 +116,86 @@ def test_prepare_errors_name_the_file_and_fix(mini_corpus, tmp_path):
     shutil.rmtree(root / "scoring" / "groundtruth_quesst14_eval")
     with pytest.raises(QUESST14PrepError, match=r"groundtruth_quesst14_eval.*\*\.ecf\.xml"):
         prepare_quesst14(root, tmp_path / "m")
+
+
+def test_all_layers_from_one_forward_pass(
+    mini_corpus, tiny_upstreams, tmp_path, monkeypatch_module, fbank_run
+):
+    """``--layer=all``: each utterance through the upstream once; the last layer's metrics equal
+    a ``--layer=-1`` run's; the best dev layer is reported beside the last layer."""
+    from lasersb.models.upstream import SSLUpstream
+
+    forwarded = []
+    forward = SSLUpstream.forward
+
+    def counting(self, wavs, wav_lens=None):
+        forwarded.append(wavs.shape[0])
+        return forward(self, wavs, wav_lens)
+
+    upstream = f"--upstream_source={tiny_upstreams['wavlm']}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SSLUpstream, "forward", counting)
+        summary = _run(
+            tmp_path / "all", mini_corpus, upstream, "--layer=all",
+            "--feature_cache_dtype=float32",
+        )  # fmt: skip
+    assert sum(forwarded) == 20 + 6 + 6  # documents, dev and eval queries: once each
+    selection = summary["layer_selection"]
+    dev = selection["mtwv"]["dev"]
+    assert selection["last"] == 3 and len(dev) == 4  # tiny WavLM: 3 layers + the CNN output
+    assert selection["selected"] == max(range(4), key=lambda k: (dev[k], -k))
+    assert summary["dev"]["layer"] == summary["eval"]["layer"] == selection["selected"]
+    assert summary["last_layer"]["eval"]["layer"] == 3
+    # The last layer's metrics equal a plain --layer=-1 run's (the releases' setting).
+    alone = _run(tmp_path / "last", mini_corpus, upstream, "--layer=-1")
+    per_layer = json.loads((tmp_path / "all" / "layer_3" / "qbe_summary.json").read_text())
+    for split in ("dev", "eval"):
+        assert selection["mtwv"][split][3] == alone[split]["mtwv"]
+        for key in ("mtwv", "atwv", "act_cnxe", "min_cnxe"):
+            assert per_layer[split][key] == alone[split][key], (split, key)
+            assert summary["last_layer"][split][key] == alone[split][key], (split, key)
+    # The report reads it: the dev-chosen layer's eval MTWV, and the last layer's beside it.
+    from lasersb.report import collect_results, qbe_notes, render_table
+
+    runs = collect_results([tmp_path / "all"], names=["tiny"])
+    table = render_table(runs).splitlines()
+    assert table[0] == "| Upstream | QbE MTWV eval | QbE MTWV eval (last layer) |"
+    assert table[2] == (
+        f"| tiny | {summary['eval']['mtwv']:.4f} | {summary['last_layer']['eval']['mtwv']:.4f} |"
+    )
+    assert qbe_notes(runs) == [
+        f"- QbE: QUESST 2014 MTWV (higher is better) of layer {selection['selected']} (best dev "
+        "MTWV of layers 0-3) of every upstream; the last layer's beside it"
+    ]
+
+    # Against the fbank run, with intervals: each MTWV change's paired bootstrap over the
+    # queries, from the per-query trials both runs wrote (the chosen and the last layer's).
+    import numpy as np
+
+    from lasersb.metrics.bootstrap import paired_bootstrap_mtwv_change
+
+    both = collect_results([fbank_run[0], tmp_path / "all"], names=["fbank", "tiny"])
+    table = render_table(both, baseline="fbank", intervals=True, n_resamples=999).splitlines()
+    assert table[0] == (
+        "| Upstream | QbE MTWV eval | rel. to fbank | 95 % CI | QbE MTWV eval (last layer) "
+        "| rel. to fbank | 95 % CI |"
+    )
+    cells = [c.strip() for c in table[3].strip("|").split("|")]
+    base = dict(np.load(fbank_run[0] / "eval" / "trials.npz"))
+    # The fbank run has no last-layer column to compare with: "-" there.
+    assert cells[5:] == ["-", "-"]
+    from lasersb.report import _qbe_trials_file
+
+    tiny = [r for r in both if r["name"] == "tiny"][0]
+    assert _qbe_trials_file(tiny, "eval (last layer)") == tmp_path / "all/layer_3/eval/trials.npz"
+    for column, layer in ((3, selection["selected"]),):
+        ours = dict(np.load(tmp_path / "all" / f"layer_{layer}" / "eval" / "trials.npz"))
+        ci = paired_bootstrap_mtwv_change(base, ours, n_resamples=999, rng=0)
+        # With 6 queries some resamples have a baseline MTWV of 0 (no relative change): then
+        # the interval is undefined and the cell says "-".
+        text = "-"
+        if ci["low"] is not None:
+            text = f"[{100 * ci['low']:+.1f}, {100 * ci['high']:+.1f}] %"
+            text += " n.s." if ci["contains_zero"] else ""
+        assert cells[column] == text, cells
+        assert cells[column - 1] == f"{100 * ci['change']:+.1f} %"

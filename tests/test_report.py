@@ -100,9 +100,10 @@ def test_report_mtwv_zero_baseline_notes_and_errors(tmp_path, capsys):
     assert main([*argv, "--output", str(out)]) == 0
     lines = out.read_text().splitlines()
     assert lines[3] == "| LASER | 0.0200 | - |"  # relative to an MTWV of 0: undefined
-    assert lines[-1] == (
+    assert lines[-2] == (
         "- QbE: QUESST 2014 MTWV (higher is better) of layer -1 (the last) of every upstream"
     )
+    assert lines[-1] == "- Environment: not recorded (runs older than environment.json)"
     other = _write_qbe(tmp_path / "m", "m", {"eval": 0.03}, layer=6)
     text = render_table(collect_results([base, other]))
     assert "0.0300" in text
@@ -116,3 +117,25 @@ def test_report_mtwv_zero_baseline_notes_and_errors(tmp_path, capsys):
     (bad / "qbe_summary.json").write_text(json.dumps({"eval": {"atwv": 0.1}}))
     assert main([str(bad)]) == 2
     assert "not written by recipes/QUESST14/qbe/evaluate.py" in capsys.readouterr().err
+
+
+def test_report_environment_footnote_and_warning(tmp_path):
+    from lasersb.environment import collect_environment, write_environment
+
+    env = collect_environment("seed: 1\n", None, "cpu", 1)
+    base = _write(tmp_path / "a", "pr", "PER", "original", {"test-clean": 5.0})
+    other = _write(tmp_path / "b", "pr", "PER", "laser", {"test-clean": 4.0})
+    for folder in (base, other):
+        write_environment(folder, hparams_text="seed: 1\n", upstream_source=None)
+    from lasersb.report import environment_notes
+
+    notes = environment_notes(collect_results([base, other]))
+    assert len(notes) == 1 and notes[0].startswith(f"- Environment: commit {env['commit'][:12]}")
+    assert f"torch {env['packages']['torch']}" in notes[0] and f"Python {env['python']}" in notes[0]
+    # A row computed with another torch and at another commit: the footnote warns and lists both.
+    changed = dict(env, commit="f" * 40, packages=dict(env["packages"], torch="9.9.9"))
+    (other / "environment.json").write_text(json.dumps(changed))
+    main_notes = environment_notes(collect_results([base, other]))
+    assert main_notes[0].startswith("- Warning: the rows come from different environments")
+    assert "commit, packages.torch" in main_notes[0]
+    assert main_notes[1].startswith("  - original (pr): commit ") and "torch 9.9.9" in main_notes[2]

@@ -196,6 +196,13 @@ def test_brain_trains_only_the_downstream(task, toy_dataset, tiny_upstreams, tmp
     results = brain.evaluate_splits({"toy": dataset}, loader_kwargs={"batch_size": 2})
     assert results["task"] == task and results["toy"]["num_utterances"] == 4
     assert (tmp_path / "results.json").is_file()
+    # Per-utterance edits and reference lengths, read back as the report reads them.
+    from lasersb.metrics.bootstrap import read_utterance_errors
+
+    per_utt = read_utterance_errors(tmp_path / results["toy"]["utterance_errors"])
+    assert sorted(per_utt) == ["u0", "u1", "u2", "u3"]
+    assert sum(e for e, _ in per_utt.values()) == results["toy"]["num_edits"]
+    assert sum(r for _, r in per_utt.values()) == results["toy"]["num_ref_tokens"]
     assert len((tmp_path / "eval" / "hyp_toy.txt").read_text().splitlines()) == 4
 
 
@@ -217,3 +224,34 @@ def test_brain_feature_cache_matches_upstream(toy_dataset, tiny_upstreams, tmp_p
     assert torch.equal(ref_lens, second_lens) and torch.equal(first_lens, second_lens)
     for i, n in enumerate(ref_lens.tolist()):
         assert torch.allclose(ref[:, i, :n], second[:, i, :n], atol=1e-6)
+
+
+def test_brain_feature_cache_runs_the_upstream_on_missing_utterances_only(
+    toy_dataset, tiny_upstreams, tmp_path
+):
+    from lasersb.data.pipelines import audio_dataset
+
+    tokenizer = PhoneTokenizer()
+    dataset = audio_dataset(toy_dataset)
+    add_ctc_targets([dataset], tokenizer, "phn")
+    brain = _brain(tiny_upstreams["hubert"], tokenizer, "pr", tmp_path / "a")
+    cache = FeatureCache(tmp_path / "cache", "tiny", dtype=None)
+    brain.hparams.feature_cache = cache
+    seen = []
+    forward = brain.modules.upstream.forward
+
+    def counting(wavs, wav_lens=None):
+        seen.append(wavs.shape[0])
+        return forward(wavs, wav_lens)
+
+    brain.modules.upstream.forward = counting
+    loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=2)
+    first = next(iter(loader))  # u0, u1: computed and stored
+    brain.upstream_hidden_states(first)
+    batch = next(iter(sb.dataio.dataloader.make_dataloader(dataset, batch_size=4)))
+    hidden, lens = brain.upstream_hidden_states(batch)  # u2, u3 only go through the upstream
+    assert seen == [2, 2] and cache.misses == 4 and cache.hits == 2
+    # u3 (the longest) computed alone equals its entry computed next to u2 (exact padding).
+    alone = brain.modules.upstream(batch.sig[0][3:], torch.ones(1))
+    n = int(lens[3])
+    assert torch.allclose(hidden[:, 3, :n], torch.stack(alone.hidden_states)[:, 0, :n], atol=1e-5)

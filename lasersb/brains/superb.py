@@ -11,8 +11,8 @@ weights and the head are optimised. Hidden states can be read from / written to 
 Validation decodes greedily and keeps the checkpoint with the lowest dev error rate;
 :meth:`SuperbCTCBrain.evaluate_splits` re-loads it, decodes each evaluation split (greedy, or
 beam search when a ``beam_decoder`` is configured), writes per-utterance hypotheses,
-alignments and a JSON summary per split, and the run's ``results.json`` read by
-``python -m lasersb.report``.
+alignments, edit counts (the paired bootstrap's input) and a JSON summary per split, and the
+run's ``results.json`` read by ``python -m lasersb.report``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from lasersb.alignment.ctc import batch_ctc_loss
 from lasersb.brains.base import DistributedBrain
 from lasersb.data.feature_cache import pad_hidden_states
 from lasersb.decoding import ctc_greedy_decode
+from lasersb.metrics.bootstrap import write_utterance_errors
 from lasersb.metrics.error_rates import ErrorRateTracker
 from lasersb.models.adapters import adapter_summary
 
@@ -58,8 +59,8 @@ class SuperbCTCBrain(DistributedBrain):
     def upstream_hidden_states(self, batch):
         """``(L+1, B, F, H)`` hidden states and ``(B,)`` frame counts of a batch.
 
-        Served from the feature cache when one is configured (missing entries are computed
-        by one upstream pass over the batch and stored).
+        Served from the feature cache when one is configured (the utterances it lacks are
+        computed by one upstream pass over them alone, and stored).
         """
         wavs, wav_lens = batch.sig
         cache = self.hparams.feature_cache
@@ -72,12 +73,19 @@ class SuperbCTCBrain(DistributedBrain):
                 "dataset's output keys (add_ctc_targets does by default)."
             )
         stacks = [cache.load(uid, path) for uid, path in zip(batch.id, paths)]
-        if any(s is None for s in stacks):
-            hidden, frame_lens = self._run_upstream(wavs, wav_lens)
-            for i, (uid, path) in enumerate(zip(batch.id, paths)):
-                if stacks[i] is None:
-                    stacks[i] = hidden[:, i, : int(frame_lens[i])].cpu()
-                    cache.save(uid, path, stacks[i])
+        missing = [i for i, stack in enumerate(stacks) if stack is None]
+        if missing:
+            # Only the utterances not cached yet go through the upstream: one pass each.
+            rows = torch.tensor(missing, device=wavs.device)
+            sub_wavs, sub_lens = wavs.index_select(0, rows), wav_lens.index_select(0, rows)
+            longest = float(sub_lens.max())
+            if longest < 1.0:  # trim the padding of the longer, cached utterances
+                keep = int(round(longest * wavs.shape[1]))
+                sub_wavs, sub_lens = sub_wavs[:, :keep], sub_lens / longest
+            hidden, frame_lens = self._run_upstream(sub_wavs, sub_lens)
+            for j, i in enumerate(missing):
+                stacks[i] = hidden[:, j, : int(frame_lens[j])].cpu()
+                cache.save(batch.id[i], paths[i], stacks[i])
         return pad_hidden_states(stacks, device=self.device)
 
     def _run_upstream(self, wavs, wav_lens):
@@ -255,6 +263,11 @@ class SuperbCTCBrain(DistributedBrain):
             self.evaluate(dataset, min_key=min_key, test_loader_kwargs=dict(loader_kwargs or {}))
             paths = self.error_tracker.write(eval_folder, split)
             results[split] = dict(self.test_summary)
+            # Per-utterance edits and reference lengths: the report's paired bootstrap reads them.
+            utterances = eval_folder / f"{self.hparams.metric.lower()}_{split}_utterances.csv"
+            if sb.utils.distributed.if_main_process():
+                write_utterance_errors(self.error_tracker.details(), utterances)
+            results[split]["utterance_errors"] = str(utterances.relative_to(folder))
             logger.info(
                 "%s %s on %s: %.2f %% (ins %d, del %d, sub %d, N %d); hypotheses in %s",
                 self.hparams.task.upper(),

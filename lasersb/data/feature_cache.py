@@ -120,6 +120,8 @@ class FeatureCache:
     (torch.Size([4, 10, 8]), torch.float16)
     >>> cache.hits, cache.misses
     (2, 1)
+    >>> cache.load("u1", wav, layer=-1).shape  # one hidden state, memory-mapped
+    torch.Size([10, 8])
     """
 
     @classmethod
@@ -150,18 +152,23 @@ class FeatureCache:
         key = utterance_key(utt_id, wav_path)
         return self.root / key[:2] / f"{key}.pt"
 
-    def load(self, utt_id: str, wav_path):
+    def load(self, utt_id: str, wav_path, layer: int | None = None):
         """The cached ``(L+1, F, H)`` tensor of an utterance, or ``None`` on a miss.
 
-        A corrupt entry (interrupted copy, disk error) is removed and counts as a miss.
+        With ``layer``, only that hidden state, ``(F, H)``, read through a memory map (the
+        other layers are not read from disk). A corrupt entry (interrupted copy, disk error)
+        is removed and counts as a miss.
         """
         path = self.path(utt_id, wav_path)
         if not path.is_file():
             self.misses += 1
             return None
         try:
-            entry = torch.load(path, map_location="cpu", weights_only=True)
+            mmap = layer is not None
+            entry = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
             hidden = entry["hidden_states"]
+            if mmap:
+                hidden = hidden[layer].clone()
         except (OSError, RuntimeError, KeyError, EOFError, ValueError):
             path.unlink(missing_ok=True)
             self.misses += 1

@@ -10,14 +10,23 @@
 #      <exp>/ssft (laser) and <exp>/ssft_<method> (others)
 #   2  export each fine-tuned upstream to <its folder>/upstream_hf (HF format) and check it
 #      loads (with lasersb's loader, which re-inserts SSFT adapters: see the README)
-#   3  SUPERB PR (frozen upstream) for the original and every fine-tuned upstream
+#   3  SUPERB PR (frozen upstream) for the original and every fine-tuned upstream, by the
+#      SUPERB protocol of recipes/SUPERB/sweep.py: with --lr_grid, a short run per rate picks
+#      the rate on dev-clean; then one run per --seeds entry. The frozen upstream's hidden
+#      states are computed once per utterance and shared by PR, ASR, every rate and every seed
+#      (the feature cache, --feature_cache_folder; float32 ~2 MB per second of audio for a
+#      base-size upstream: ~800 GB for train-clean-100 + dev/test-clean, half with float16)
 #   4  SUPERB ASR likewise
 #   5  SUPERB QbE on QUESST 2014 likewise (recipes/QUESST14/qbe/evaluate.py; no training): the
 #      last layer by default (--qbe_layer -1, as the LASER/SCORE releases ran s3prl's
-#      quesst14_dtw); needs --quesst_folder on real data, and is skipped (logged) without it
+#      quesst14_dtw); --qbe_layers all scores every layer from one forward pass per utterance
+#      and reports the dev-selected layer's eval MTWV (SUPERB's leaderboard) beside the last
+#      layer's; needs --quesst_folder on real data, and is skipped (logged) without it
 #   6  results table (Markdown): PER, WER, QbE MTWV (eval), relative change against the original
 #      (positive = better: lower PER/WER, higher MTWV), fine-tuning time (GPU-hours on CUDA,
-#      wall-clock hours otherwise, as stated in the table)
+#      wall-clock hours otherwise, as stated in the table); with --lr_grid or several --seeds
+#      also the chosen rate, mean ± std (n) and the 95 % paired bootstrap interval of each
+#      relative change; under it the commit and library versions of the runs
 #
 # Usage (from the repository root):
 #   bash recipes/LibriSpeech/ssft/run.sh --mini                       # everything, 2-core CPU
@@ -27,6 +36,8 @@
 #        [--quesst_folder /data/quesst14Database]
 #   bash recipes/LibriSpeech/ssft/run.sh ... --stage 3 --stop_stage 6
 #   bash recipes/LibriSpeech/ssft/run.sh ... --tasks pr               # SUPERB PR only
+#   bash recipes/LibriSpeech/ssft/run.sh ... --lr_grid "1e-4 1e-3 1e-2" --seeds "1986 1987 1988"
+#        (SUPERB's protocol: a learning rate per upstream and task, three seeds, intervals)
 #   bash recipes/LibriSpeech/ssft/run.sh --mini -- --use_adapters=True --trainable_layers=0
 #        (everything after -- goes to the SSFT stages: here adapters instead of the top layers)
 # --superb_args "--key=value ..." is passed to every SUPERB PR/ASR run, --qbe_args to every QbE
@@ -49,8 +60,14 @@ option exp "" "output folder (default: results/laser_run, laser_mini_run with --
 option tasks "pr asr qbe" "SUPERB tasks of stages 3 (pr), 4 (asr), 5 (qbe) and the table"
 option quesst_folder "" "quesst14Database folder for qbe (--mini: the mini corpus's QUESST14)"
 option qbe_layer -1 "hidden state for QbE: -1 = last (the LASER/SCORE releases, s3prl -l -1)"
+option qbe_layers "" "all: every layer from one pass; best dev layer's MTWV beside the last's"
 option qbe_args "" "\"--key=value ...\" passed to every QbE run"
 option superb_args "" "\"--key=value ...\" passed to every SUPERB PR/ASR run"
+option lr_grid "" "PR/ASR rates to search per upstream, e.g. \"1e-4 1e-3 1e-2\" (empty: the releases')"
+option lr_search_steps "" "optimiser steps of each search run (default: 10 % of the run's)"
+option seeds 1986 "seeds of the SUPERB PR/ASR heads (several: mean ± std and intervals)"
+option feature_cache_folder "" "hidden states shared by all PR/ASR runs (<exp>/feature_cache; none: off)"
+option feature_cache_dtype float32 "float32 (exact) or float16 (half the disk)"
 parse_options "$@"
 
 for task in $tasks; do
@@ -59,6 +76,11 @@ for task in $tasks; do
         *) echo "--tasks takes pr, asr and/or qbe (e.g. --tasks \"pr asr qbe\"), got $task" >&2; exit 1 ;;
     esac
 done
+case "$qbe_layers" in
+    "") ;;
+    all) qbe_layer=all ;;
+    *) echo "--qbe_layers takes 'all' (one layer: --qbe_layer N), got '$qbe_layers'" >&2; exit 1 ;;
+esac
 cd "$repo_root"
 recipe=recipes/LibriSpeech/ssft
 pr_hparams=recipes/SUPERB/pr/hparams/pr.yaml
@@ -117,6 +139,14 @@ method_hparams() {
 }
 method_folder() { if [ "$1" = laser ]; then echo "$exp/ssft"; else echo "$exp/ssft_$1"; fi; }
 display_name() { case "$1" in laser) echo LASER ;; score) echo SCORE ;; spin) echo Spin ;; esac; }
+
+case "$feature_cache_folder" in
+    "") feature_cache_folder=$exp/feature_cache ;;
+    none) feature_cache_folder=null ;;
+esac
+# The table shows intervals when the protocol has more than one number per cell or a search.
+intervals=()
+if [ -n "$lr_grid" ] || [ "$(echo $seeds | wc -w)" -gt 1 ]; then intervals=(--intervals); fi
 
 mkdir -p "$exp"
 upstream_args=()
@@ -184,9 +214,20 @@ print(f"{sys.argv[1]}: {type(m).__name__}, {n} parameters, {count} lasersb adapt
     done
 fi
 
-# The folder of one SUPERB run: <exp>/<task>/<name> (QbE: <exp>/qbe/<name>/layer_<layer>).
+# The folder of one SUPERB sweep: <exp>/<task>/<name> (sweep.json, seed_<seed>/, lr_search/);
+# QbE: <exp>/qbe/<name>/layer_<layer>.
 run_folder() {
     if [ "$1" = qbe ]; then echo "$exp/qbe/$2/layer_$qbe_layer"; else echo "$exp/$1/$2"; fi
+}
+# sweep_done FOLDER: the sweep there has finished with these seeds and this rate grid.
+sweep_done() {
+    [ -f "$1/sweep.json" ] && python - "$1/sweep.json" "$seeds" "$lr_grid" <<'PY'
+import json, sys
+sweep = json.load(open(sys.argv[1]))
+grid = [p["lr"] for p in (sweep["lr_search"] or {}).get("grid", [])]
+same = sweep["seeds"] == [int(s) for s in sys.argv[2].split()]
+sys.exit(0 if same and grid == [float(x) for x in sys.argv[3].split()] else 1)
+PY
 }
 upstream_of() { if [ "$1" = original ]; then echo "$original"; else echo "$(method_folder "$1")/upstream_hf"; fi; }
 
@@ -197,14 +238,18 @@ for task in pr asr; do
         for name in original $methods; do
             source=$(upstream_of "$name")
             out=$(run_folder "$task" "$name")
-            if [ -f "$out/results.json" ]; then
-                log "Stage $n: $task with the $name upstream already done ($out/results.json)"
+            if sweep_done "$out"; then
+                log "Stage $n: $task with the $name upstream already done ($out/sweep.json)"
                 continue
             fi
-            log "Stage $n: SUPERB $task with the $name upstream ($source)"
-            python recipes/SUPERB/$task/train.py "$task_hparams" --data_folder="$data_folder" \
-                "${lexicon_args[@]}" --upstream_source="$source" --upstream_name="$name" \
-                --output_folder="$out" --manifest_folder="$exp/manifests" $superb_args
+            log "Stage $n: SUPERB $task with the $name upstream ($source)," \
+                "seeds $seeds${lr_grid:+, lr searched in $lr_grid}"
+            python recipes/SUPERB/sweep.py "$task" "$task_hparams" --output_folder="$out" \
+                --lr_grid="$lr_grid" --lr_search_steps="$lr_search_steps" --seeds="$seeds" \
+                --data_folder="$data_folder" "${lexicon_args[@]}" --upstream_source="$source" \
+                --upstream_name="$name" --manifest_folder="$exp/manifests" \
+                --feature_cache_folder="$feature_cache_folder" \
+                --feature_cache_dtype="$feature_cache_dtype" $superb_args
         done
     fi
 done
@@ -252,6 +297,6 @@ elif [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
         ssft+=("$(display_name "$method")=$(method_folder "$method")/ssft_summary.json")
     done
     python -m lasersb.report "${folders[@]}" --names "${names[@]}" --baseline original \
-        --ssft "${ssft[@]}" --output "$exp/results.md"  # prints the table too
+        --ssft "${ssft[@]}" "${intervals[@]}" --output "$exp/results.md"  # prints the table too
 fi
 log "Done: $exp"

@@ -16,8 +16,13 @@ from the official ground truth (:mod:`lasersb.metrics.qbe`). The steps:
    and resampled to the upstream's rate, ``gain_db`` applied (s3prl: sox ``gain -3``).
 4. Per split: standardised features, DTW scores, per-query standardised scores;
    ``<split>/benchmark.stdlist.xml`` (the file ``score-TWV-Cnxe.sh`` reads),
-   ``<split>/scores/<query>.txt`` (documents by decreasing score), ``<split>/summary.json``.
+   ``<split>/scores/<query>.txt`` (documents by decreasing score), ``<split>/summary.json``,
+   ``<split>/trials.npz`` (per-query trials, for the report's paired bootstrap).
 5. ``qbe_summary.json`` and ``results.md`` with MTWV, ATWV, actual and minimum Cnxe per split.
+
+``--layer=all`` scores every hidden layer from one forward pass per utterance
+(:func:`evaluate_all_layers`): ``layer_<k>/`` per layer, and the layer with the best dev MTWV
+(SUPERB's choice) beside the last layer (the releases') in ``qbe_summary.json``.
 
 For a new corpus in the same layout change only ``build_manifests`` and the hparams.
 """
@@ -36,7 +41,9 @@ from tqdm import tqdm
 
 from data_prep.quesst14_prepare import prepare_quesst14
 from lasersb.data.audio import read_audio
+from lasersb.data.feature_cache import FeatureCache
 from lasersb.experiment import setup_experiment
+from lasersb.metrics.bootstrap import write_qbe_trials
 from lasersb.metrics.qbe import QbEGroundTruth, qbe_metrics
 from lasersb.qbe import qbe_scores, standardise_features, standardise_scores, write_stdlist
 
@@ -108,6 +115,8 @@ def evaluate_split(hparams, split, queries, docs, groundtruth, device):
     # rounded as in the XML the official tool reads
     by_pair = {pair: round(float(s), 4) for pair, s in by_pair.items()}
     metrics = qbe_metrics(by_pair, truth, decisions, hparams["default_score"])
+    # Per-query trials: the report's paired bootstrap of the MTWV change reads them.
+    write_qbe_trials(out_dir / "trials.npz", by_pair, truth, hparams["default_score"])
     metrics.update(
         split=split,
         upstream=hparams["upstream_source"],
@@ -131,10 +140,12 @@ def pair_auc(scores, targets):
     return float(roc_auc_score(labels, list(scores.values())))
 
 
-def write_results(hparams, results):
-    """Step 5: JSON summary and a Markdown table."""
+def write_results(hparams, results, extra=None):
+    """Step 5: JSON summary (``extra``: its content instead) and a Markdown table."""
     folder = Path(hparams["output_folder"])
-    (folder / "qbe_summary.json").write_text(json.dumps(results, indent=2) + "\n")
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = results if extra is None else extra
+    (folder / "qbe_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [
         f"QbE on QUESST 2014, upstream `{hparams['upstream_source']}` layer {hparams['layer']}",
         "",
@@ -162,6 +173,8 @@ def main(argv):
 def evaluate_all(hparams, manifests, device):
     """Extract the features, match every query against every document, score, write."""
     encoder = hparams["frame_encoder"].to(device).eval()
+    if encoder.layer == "all":
+        return evaluate_all_layers(hparams, manifests, encoder, device)
     docs = extract(
         encoder, read_manifest(manifests["documents"]), device, hparams["gain_db"], "documents"
     )
@@ -173,6 +186,81 @@ def evaluate_all(hparams, manifests, device):
             hparams, split, queries, docs, manifests["groundtruth"][split], device
         )
     write_results(hparams, results)
+    return results
+
+
+def evaluate_all_layers(hparams, manifests, encoder, device):
+    """``layer: all``: every hidden layer scored from one forward pass per utterance.
+
+    The ``(L + 1, frames, dim)`` stacks go to a feature cache in the output folder
+    (``feature_cache_dtype``), each layer is read back alone (memory-mapped) and evaluated as a
+    ``layer: k`` run would be, into ``layer_<k>/``. The layer with the best MTWV on
+    ``selection_split`` (SUPERB's choice; ties: the lower layer) gives ``qbe_summary.json``'s
+    per-split metrics, the last layer's (the releases') are kept beside them (``last_layer``),
+    and ``layer_selection`` lists every layer's MTWV per split.
+    """
+    cache = FeatureCache(
+        Path(hparams["output_folder"]) / "features",
+        "all_layers",
+        dtype=hparams["feature_cache_dtype"],
+    )
+    gain = 10.0 ** (hparams["gain_db"] / 20.0)
+    tables = {"documents": read_manifest(manifests["documents"])}
+    tables.update({split: read_manifest(manifests[split]) for split in hparams["splits"]})
+    num_layers = None
+    for name, rows in tables.items():
+        for row in tqdm(rows, desc=f"{name} (all layers)", disable=not if_main_process()):
+            wav = read_audio(
+                row["wav"], sample_rate=encoder.sample_rate, resample=True, downmix=True
+            )
+            stack = encoder((wav * gain).to(device)).cpu()  # one forward pass: every layer
+            cache.save(row["ID"], row["wav"], stack)
+            num_layers = stack.shape[0]
+    per_layer = {}
+    for layer in range(num_layers):
+        layer_hparams = dict(
+            hparams,
+            layer=layer,
+            output_folder=str(Path(hparams["output_folder"]) / f"layer_{layer}"),
+        )
+
+        def features(rows, layer=layer):
+            return {
+                row["ID"]: cache.load(row["ID"], row["wav"], layer=layer).float() for row in rows
+            }
+
+        docs = features(tables["documents"])
+        per_layer[layer] = {
+            split: evaluate_split(
+                layer_hparams,
+                split,
+                features(tables[split]),
+                docs,
+                manifests["groundtruth"][split],
+                device,
+            )
+            for split in hparams["splits"]
+        }
+        write_results(layer_hparams, per_layer[layer])
+    chooser = hparams["selection_split"]
+    if chooser not in hparams["splits"]:
+        raise ValueError(
+            f"selection_split {chooser!r} is not one of splits {hparams['splits']}: add it to "
+            "--splits (SUPERB chooses the layer on dev)"
+        )
+    best = max(per_layer, key=lambda k: (per_layer[k][chooser]["mtwv"], -k))
+    last = num_layers - 1
+    results = dict(per_layer[best])
+    results["last_layer"] = per_layer[last]
+    results["layer_selection"] = {
+        "split": chooser,
+        "selected": best,
+        "last": last,
+        "mtwv": {s: [per_layer[k][s]["mtwv"] for k in per_layer] for s in hparams["splits"]},
+    }
+    write_results(dict(hparams, layer=best), per_layer[best], extra=results)
+    logger.info("QbE: layer %d chosen on %s (last layer: %d)", best, chooser, last)
+    return results
 
 
 if __name__ == "__main__":
