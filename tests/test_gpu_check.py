@@ -158,14 +158,14 @@ def test_recipe_cases_cover_the_registry_at_full_scale_precision():
             assert cases[entry["covered_by"]]["precision"] == _full_scale_precision(
                 entry["hparams"]
             ), entry["name"]
-    assert cases["laser_mini"]["precision"] == "bf16"  # LASER's release: bf16 autocast
+    assert cases["laser_mini"]["precision"] == "fp32"  # LASER's release trains in fp32 (#24)
     places = {"mini": "/m", "tmp": "/t", "tiny_hubert": "/h", "tiny_wavlm": "/w"}
     places["tiny_wav2vec2"] = "/v"
     command = gpu_check.recipe_command(cases["laser_mini@torchrun"], places, dry_run=False)
     assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
     assert command[-4:] == [
         "--device=cuda",
-        "--precision=bf16",
+        "--precision=fp32",
         "--noprogressbar",
         "--distributed_backend=nccl",
     ]

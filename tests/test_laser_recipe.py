@@ -293,11 +293,14 @@ def test_run_sh_adapter_study_reports_the_adapters(mini_corpus, tiny_upstreams, 
     assert "upstream_hf: HubertModel" in done.stdout and "4 lasersb adapters" in done.stdout
     expected = adapter_summary(load_upstream(exp / "ssft" / "upstream_hf"))
     assert expected["count"] == 4  # top2 of 3 layers, after attention and feed-forward
-    laser = json.loads((exp / "pr" / "laser" / "results.json").read_text())
-    original = json.loads((exp / "pr" / "original" / "results.json").read_text())
+    # One run per seed under the sweep folder (run.sh --seeds, default the release seed 1986).
+    laser = json.loads((exp / "pr" / "laser" / "seed_1986" / "results.json").read_text())
+    original = json.loads((exp / "pr" / "original" / "seed_1986" / "results.json").read_text())
     assert laser["upstream_adapters"] == expected and original["upstream_adapters"] is None
     table = (exp / "results.md").read_text().splitlines()
     assert table[0].startswith("| Upstream | PR PER test-clean (%) | rel. to original |")
     assert table[2].startswith("| original |") and table[3].startswith("| LASER |")
-    assert "- LASER (pr): 4 lasersb adapters in the upstream" in table[-1]
-    assert expected["checksum"] in table[-1]
+    note = next(line for line in table if line.startswith("- LASER (pr): "))
+    assert "- LASER (pr): 4 lasersb adapters in the upstream" in note
+    assert expected["checksum"] in note
+    assert table[-1].startswith("- Environment: commit ")  # the footnote closes the table
