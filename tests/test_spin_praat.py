@@ -16,31 +16,10 @@ import numpy as np
 import parselmouth  # a runtime requirement: a missing one must fail, not skip
 import pytest
 import torch
-from conftest import require_oracle
+from speech_signals import SR, median_f0, synthetic_vowel
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "LibriSpeech" / "ssft"
-SR = 16000
-
-
-def _vowel(f0=120.0, formants=((700, 80), (1200, 90), (2500, 120)), seconds=1.2):
-    """A synthetic vowel: a jittered pulse train at f0 through three resonators."""
-    from scipy.signal import lfilter
-
-    n = int(seconds * SR)
-    x = np.zeros(n)
-    x[:: int(round(SR / f0))] = 1.0
-    for freq, bandwidth in formants:
-        r = np.exp(-np.pi * bandwidth / SR)
-        x = lfilter([1 - r], [1, -2 * r * np.cos(2 * np.pi * freq / SR), r * r], x)
-    return (0.5 * x / np.abs(x).max()).astype(np.float32)
-
-
-def _median_f0(y):
-    librosa = require_oracle("librosa")  # a test requirement (requirements-dev.txt)
-
-    f0, _, _ = librosa.pyin(y, fmin=50, fmax=600, sr=SR, frame_length=1024)
-    return float(np.nanmedian(f0))
 
 
 def _f1(y):
@@ -53,14 +32,14 @@ def _f1(y):
 def test_praat_change_gender_moves_pitch_and_formants():
     from lasersb.augment.praat import PraatSpeakerPerturbation
 
-    x = _vowel()
+    x = synthetic_vowel()
     perturb = PraatSpeakerPerturbation(eq_gain_db=0.0)  # 0 dB: the equaliser is the identity
     rng = np.random.default_rng(0)
     up = perturb(x, rng, ratios=(1.2, 1.5, 1.0))
     down = perturb(x, rng, ratios=(1 / 1.2, 1 / 1.5, 1.0))
     assert up.shape == x.shape and up.dtype == np.float32
-    assert _median_f0(up) / _median_f0(x) == pytest.approx(1.5, rel=0.03)
-    assert _median_f0(down) / _median_f0(x) == pytest.approx(1 / 1.5, rel=0.03)
+    assert median_f0(up) / median_f0(x) == pytest.approx(1.5, rel=0.03)
+    assert median_f0(down) / median_f0(x) == pytest.approx(1 / 1.5, rel=0.03)
     assert _f1(up) / _f1(x) > 1.1
     assert _f1(down) / _f1(x) < 0.92
 
@@ -85,7 +64,7 @@ def test_praat_draws_and_equaliser_follow_the_release():
 def test_collate_crops_then_perturbs_and_seeds_dev_views():
     from lasersb.augment.praat import PraatSpeakerPerturbation, SpeakerViewCollate
 
-    x = torch.tensor(_vowel(seconds=1.5))
+    x = torch.tensor(synthetic_vowel(seconds=1.5))
     examples = [{"id": "u1", "sig": x}, {"id": "u2", "sig": x[:12000]}]
     collate = SpeakerViewCollate(PraatSpeakerPerturbation(), crop_samples=16000, seed=7)
     first, again = collate(examples), collate(examples)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import require_oracle
+from speech_signals import SR, median_f0, synthetic_vowel
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "LibriSpeech" / "ssft"
@@ -67,27 +67,6 @@ def test_codebook_normalised_after_updates():
 
 
 # ------------------------------------------------------------------ speaker perturbation
-SR = 16000
-
-
-def _vowel(f0=120.0, formants=((700, 80), (1200, 90), (2500, 120)), seconds=1.2):
-    """A synthetic vowel: a pulse train at f0 through three resonators."""
-    from scipy.signal import lfilter
-
-    n = int(seconds * SR)
-    x = np.zeros(n)
-    x[:: int(round(SR / f0))] = 1.0
-    for freq, bandwidth in formants:
-        r = np.exp(-np.pi * bandwidth / SR)
-        x = lfilter([1 - r], [1, -2 * r * np.cos(2 * np.pi * freq / SR), r * r], x)
-    return (0.5 * x / np.abs(x).max()).astype(np.float32)
-
-
-def _median_f0(y):
-    librosa = require_oracle("librosa")  # a test requirement (requirements-dev.txt)
-
-    f0, _, _ = librosa.pyin(y, fmin=50, fmax=600, sr=SR, frame_length=1024)
-    return float(np.nanmedian(f0))
 
 
 def _envelope_centroid(y, below=4000.0):
@@ -105,14 +84,14 @@ def _envelope_centroid(y, below=4000.0):
 def test_perturbation_shifts_pitch_and_formants_measurably():
     from lasersb.augment.speaker import SpeakerPerturbation
 
-    x = _vowel()
+    x = synthetic_vowel()
     wavs = torch.tensor(x)[None].repeat(3, 1)
     perturb = SpeakerPerturbation()
     y = perturb(wavs, None, formant=[1.0, 1.3, 0.8], semitones=[5.0, 0.0, 0.0]).numpy()
-    f0 = _median_f0(x)
+    f0 = median_f0(x)
     # Pitch: +5 semitones = x1.335; formants alone leave the pitch where it was.
-    assert _median_f0(y[0]) / f0 == pytest.approx(2 ** (5 / 12), rel=0.03)
-    assert _median_f0(y[1]) / f0 == pytest.approx(1.0, rel=0.03)
+    assert median_f0(y[0]) / f0 == pytest.approx(2 ** (5 / 12), rel=0.03)
+    assert median_f0(y[1]) / f0 == pytest.approx(1.0, rel=0.03)
     # Formants: the envelope moves with the formant ratio, and stays with a pure pitch shift.
     centroid = _envelope_centroid(x)
     assert _envelope_centroid(y[1]) / centroid > 1.15
